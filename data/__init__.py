@@ -1,0 +1,1 @@
+"""stylerec data layer: canonical tables, validation with quarantine, splits, StyleMart, adapters."""

@@ -1,0 +1,359 @@
+"""Validation with quarantine: every row is either accepted or quarantined with a reason.
+
+Structural problems (a missing table, a missing column, a column of the wrong type) make
+the whole dataset unreadable and raise :class:`SchemaError` naming the file and column.
+Row-level problems never raise: the row goes to ``quarantine/<table>.parquet`` with a
+``reason`` column, and the report reconciles rows in = accepted + quarantined per table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from PIL import Image
+
+from data.dataset import DatasetDir, DatasetError, Manifest
+from data.io import write_json, write_parquet
+from data.schema import CANONICAL_DTYPES, EVENT_TYPES, SCHEMAS, TABLES, UTC_DATETIME, TableSchema, dtype_matches
+
+REPORT_FILE = "validation_report.json"
+_ROW = "__row"
+
+
+class SchemaError(DatasetError):
+    """A table or column is missing or has the wrong type."""
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    min_ts: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    max_future: dt.timedelta = dt.timedelta(days=1)  # allowed clock skew past "now"
+    check_images: bool = True  # decode every image (slow on huge catalogues)
+    image_workers: int = 8
+
+
+@dataclass
+class TableReport:
+    table: str
+    rows_in: int
+    accepted: int
+    quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reconciled(self) -> bool:
+        return self.rows_in == self.accepted + self.quarantined
+
+
+@dataclass
+class ValidationReport:
+    dataset: str
+    tables: dict[str, TableReport]
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "config": self.config,
+            "tables": {name: asdict(rep) | {"reconciled": rep.reconciled} for name, rep in self.tables.items()},
+        }
+
+    def format(self) -> str:
+        lines = [f"validation report for {self.dataset}", f"{'table':<14}{'rows in':>12}{'accepted':>12}{'quarantined':>13}  reasons"]
+        for rep in self.tables.values():
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(rep.reasons.items())) or "-"
+            lines.append(f"{rep.table:<14}{rep.rows_in:>12,}{rep.accepted:>12,}{rep.quarantined:>13,}  {reasons}")
+            for k, v in rep.notes.items():
+                lines.append(f"{'':<14}note: {k} = {v:,}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ValidatedDataset:
+    """The accepted rows of every table, plus what was quarantined and the report."""
+
+    dir: DatasetDir
+    manifest: Manifest
+    tables: dict[str, pl.DataFrame]
+    quarantine: dict[str, pl.DataFrame]
+    report: ValidationReport
+
+    @property
+    def items(self) -> pl.DataFrame:
+        return self.tables["items"]
+
+    @property
+    def users(self) -> pl.DataFrame:
+        return self.tables["users"]
+
+    @property
+    def interactions(self) -> pl.DataFrame:
+        return self.tables["interactions"]
+
+    @property
+    def reviews(self) -> pl.DataFrame:
+        return self.tables["reviews"]
+
+
+# ---------------------------------------------------------------------------------------
+# schema checks and normalisation
+
+
+def check_schema(schema: TableSchema, df: pl.DataFrame, path: Path) -> None:
+    for col in schema.columns:
+        if col.name not in df.columns:
+            raise SchemaError(f"{path}: missing column {col.name!r} (table {schema.name}; has {df.columns})")
+        dtype = df.schema[col.name]
+        if dtype == pl.Null:  # an all-null column carries no type; nullability is checked per row
+            continue
+        if not dtype_matches(col.kind, dtype):
+            raise SchemaError(
+                f"{path}: column {col.name!r} has dtype {dtype}, expected {col.kind} "
+                f"({CANONICAL_DTYPES[col.kind]})"
+            )
+
+
+def _normalise_column(df: pl.DataFrame, name: str, kind: str) -> pl.Expr:
+    dtype = df.schema[name]
+    col = pl.col(name)
+    if kind == "datetime":
+        if dtype == pl.String:
+            return col.str.to_datetime(strict=False, time_zone="UTC", time_unit="us").alias(name)
+        if dtype == pl.Date:
+            return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
+        if isinstance(dtype, pl.Datetime):
+            col = col.dt.cast_time_unit("us")
+            if dtype.time_zone is None:
+                return col.dt.replace_time_zone("UTC").alias(name)
+            return col.dt.convert_time_zone("UTC").alias(name)
+        return col.cast(UTC_DATETIME).alias(name)
+    return col.cast(CANONICAL_DTYPES[kind]).alias(name)
+
+
+def normalise(schema: TableSchema, df: pl.DataFrame) -> pl.DataFrame:
+    """Cast required columns to their canonical dtypes (unparseable timestamps become null)."""
+    return df.with_columns([_normalise_column(df, c.name, c.kind) for c in schema.columns])
+
+
+# ---------------------------------------------------------------------------------------
+# row rules
+
+
+def _first_reason(rules: list[tuple[str, pl.Expr]]) -> pl.Expr:
+    """The reason of the first rule a row breaks, or null if it breaks none."""
+    return pl.coalesce([pl.when(cond).then(pl.lit(reason)) for reason, cond in rules]).alias("reason")
+
+
+def _ts_rules(name: str, raw: pl.DataFrame, cfg: ValidationConfig, now: dt.datetime) -> list[tuple[str, pl.Expr]]:
+    raw_null = pl.col(f"__raw_{name}_null")
+    return [
+        ("bad_timestamp", pl.col(name).is_null() & ~raw_null),
+        ("missing_timestamp", raw_null),
+        ("timestamp_out_of_range", (pl.col(name) < cfg.min_ts) | (pl.col(name) > now + cfg.max_future)),
+    ]
+
+
+def _image_problem(root: Path, allowed_roots: list[Path], rel: str) -> str | None:
+    """None if ``rel`` names a decodable image inside the dataset, else the quarantine reason."""
+    rel_path = Path(rel)
+    if rel_path.is_absolute() or ".." in rel_path.parts:
+        return "image_path_escapes_dataset"
+    full = root / rel_path
+    real = Path(os.path.realpath(full))
+    if not any(real == r or r in real.parents for r in allowed_roots):
+        return "image_path_escapes_dataset"
+    if not real.is_file():
+        return "image_missing"
+    try:
+        with Image.open(real) as im:
+            im.load()
+    except Exception:
+        return "image_unreadable"
+    return None
+
+
+def _image_problems(dd: DatasetDir, manifest: Manifest | None, paths: list[str], workers: int, decode: bool) -> dict[str, str]:
+    root = dd.root
+    allowed = [Path(os.path.realpath(root))]
+    # folders the importer linked into the dataset itself (e.g. H&M images) are inside it
+    for link_name in (manifest.linked_dirs if manifest else {}):
+        link = root / link_name
+        if link.is_symlink():
+            allowed.append(Path(os.path.realpath(link)))
+
+    def check(rel: str) -> tuple[str, str | None]:
+        if not decode:
+            rel_path = Path(rel)
+            if rel_path.is_absolute() or ".." in rel_path.parts:
+                return rel, "image_path_escapes_dataset"
+            real = Path(os.path.realpath(root / rel_path))
+            if not any(real == r or r in real.parents for r in allowed):
+                return rel, "image_path_escapes_dataset"
+            return rel, None if real.is_file() else "image_missing"
+        return rel, _image_problem(root, allowed, rel)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return {rel: reason for rel, reason in pool.map(check, paths) if reason is not None}
+
+
+def _split(df: pl.DataFrame, raw: pl.DataFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    flagged = df.with_columns(_first_reason(rules))
+    accepted = flagged.filter(pl.col("reason").is_null()).drop("reason")
+    bad = flagged.filter(pl.col("reason").is_not_null()).select(_ROW, "reason")
+    # quarantine keeps the rows as they were read (e.g. the unparseable timestamp string)
+    quarantined = raw.with_row_index(_ROW).join(bad, on=_ROW, how="inner").sort(_ROW).drop(_ROW)
+    return accepted.drop([c for c in accepted.columns if c.startswith("__")]), quarantined
+
+
+def _prepare(schema: TableSchema, raw: pl.DataFrame) -> pl.DataFrame:
+    df = raw.with_row_index(_ROW)
+    ts_cols = [c.name for c in schema.columns if c.kind == "datetime"]
+    df = df.with_columns([pl.col(c).is_null().alias(f"__raw_{c}_null") for c in ts_cols])
+    return normalise(schema, df)
+
+
+def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None, cfg: ValidationConfig, now: dt.datetime):
+    schema = SCHEMAS["items"]
+    df = _prepare(schema, raw)
+    paths = df.get_column("image_path").drop_nulls().unique().to_list()
+    problems = _image_problems(dd, manifest, paths, cfg.image_workers, decode=cfg.check_images)
+    problem_df = pl.DataFrame(
+        {"image_path": list(problems), "__image_problem": list(problems.values())},
+        schema={"image_path": pl.String, "__image_problem": pl.String},
+    )
+    df = df.join(problem_df, on="image_path", how="left")
+    rules = [
+        ("null_key", pl.col("item_id").is_null() | (pl.col("item_id").str.strip_chars() == "")),
+        ("bad_price", pl.col("price").is_not_null() & (pl.col("price").is_nan() | (pl.col("price") < 0))),
+        *_ts_rules("created_at", raw, cfg, now),
+        ("image_path_escapes_dataset", pl.col("__image_problem") == "image_path_escapes_dataset"),
+        ("image_missing", pl.col("__image_problem") == "image_missing"),
+        ("image_unreadable", pl.col("__image_problem") == "image_unreadable"),
+        ("duplicate_id", ~pl.col("item_id").is_first_distinct()),
+    ]
+    df = df.sort(_ROW)
+    accepted, quarantined = _split(df, raw, rules)
+    notes = {"items_without_image": int(accepted.get_column("image_path").null_count())}
+    return accepted, quarantined, notes
+
+
+def _validate_users(raw: pl.DataFrame):
+    schema = SCHEMAS["users"]
+    df = _prepare(schema, raw)
+    rules = [
+        ("null_key", pl.col("user_id").is_null() | (pl.col("user_id").str.strip_chars() == "")),
+        ("duplicate_id", ~pl.col("user_id").is_first_distinct()),
+    ]
+    accepted, quarantined = _split(df, raw, rules)
+    return accepted, quarantined, {}
+
+
+def _reference_rules(user_ids: pl.Series, item_ids: pl.Series) -> list[tuple[str, pl.Expr]]:
+    return [
+        ("null_key", pl.col("user_id").is_null() | pl.col("item_id").is_null()),
+        ("unknown_user", ~pl.col("user_id").is_in(user_ids.implode())),
+        ("unknown_item", ~pl.col("item_id").is_in(item_ids.implode())),
+    ]
+
+
+def _exact_duplicate(columns: list[str]) -> pl.Expr:
+    return ~pl.struct(columns).is_first_distinct()
+
+
+def _validate_interactions(raw, users, items, cfg, now):
+    schema = SCHEMAS["interactions"]
+    df = _prepare(schema, raw)
+    rules = [
+        *_reference_rules(users.get_column("user_id"), items.get_column("item_id")),
+        *_ts_rules("ts", raw, cfg, now),
+        ("unknown_event", ~pl.col("event").is_in(list(EVENT_TYPES)) | pl.col("event").is_null()),
+        ("bad_quantity", pl.col("quantity").is_null() | (pl.col("quantity") < 1)),
+        ("duplicate_event", _exact_duplicate([c for c in raw.columns])),
+    ]
+    accepted, quarantined = _split(df, raw, rules)
+    return accepted, quarantined, {}
+
+
+def _validate_reviews(raw, users, items, cfg, now):
+    schema = SCHEMAS["reviews"]
+    df = _prepare(schema, raw)
+    rules = [
+        *_reference_rules(users.get_column("user_id"), items.get_column("item_id")),
+        *_ts_rules("ts", raw, cfg, now),
+        ("rating_out_of_range", pl.col("rating").is_null() | (pl.col("rating") < 1) | (pl.col("rating") > 5)),
+        ("duplicate_review", _exact_duplicate([c for c in raw.columns])),
+    ]
+    accepted, quarantined = _split(df, raw, rules)
+    return accepted, quarantined, {}
+
+
+# ---------------------------------------------------------------------------------------
+# entry points
+
+
+def validate_dataset(
+    root: str | os.PathLike[str],
+    config: ValidationConfig | None = None,
+    write: bool = True,
+    now: dt.datetime | None = None,
+) -> ValidatedDataset:
+    """Validate every table of the dataset at ``root``.
+
+    Raises :class:`SchemaError` for structural problems. With ``write`` the quarantine
+    tables and ``validation_report.json`` are (atomically) written into the dataset.
+    """
+    cfg = config or ValidationConfig()
+    now = now or dt.datetime.now(dt.UTC)
+    dd = DatasetDir(root)
+    if not dd.root.is_dir():
+        raise DatasetError(f"{dd.root}: dataset folder does not exist")
+    manifest = dd.manifest()
+    raw = {}
+    for table in TABLES:
+        df = dd.read_raw(table)
+        check_schema(SCHEMAS[table], df, dd.table_path(table))
+        raw[table] = df
+
+    accepted: dict[str, pl.DataFrame] = {}
+    quarantined: dict[str, pl.DataFrame] = {}
+    notes: dict[str, dict[str, int]] = {}
+    accepted["items"], quarantined["items"], notes["items"] = _validate_items(raw["items"], dd, manifest, cfg, now)
+    accepted["users"], quarantined["users"], notes["users"] = _validate_users(raw["users"])
+    for table, fn in (("interactions", _validate_interactions), ("reviews", _validate_reviews)):
+        accepted[table], quarantined[table], notes[table] = fn(raw[table], accepted["users"], accepted["items"], cfg, now)
+
+    tables = {}
+    for table in TABLES:
+        reasons = quarantined[table].group_by("reason").len().sort("reason")
+        tables[table] = TableReport(
+            table=table,
+            rows_in=raw[table].height,
+            accepted=accepted[table].height,
+            quarantined=quarantined[table].height,
+            reasons=dict(zip(reasons["reason"].to_list(), reasons["len"].to_list(), strict=True)),
+            notes=notes[table],
+        )
+        if not tables[table].reconciled:  # pragma: no cover - an invariant of _split
+            raise AssertionError(f"{table}: rows in != accepted + quarantined")
+    report = ValidationReport(
+        dataset=str(dd.root),
+        tables=tables,
+        config={"min_ts": cfg.min_ts.isoformat(), "max_future": str(cfg.max_future), "check_images": cfg.check_images},
+    )
+    if write:
+        for table in TABLES:
+            write_parquet(quarantined[table], dd.quarantine_dir / f"{table}.parquet")
+        write_json(report.to_json(), dd.root / REPORT_FILE)
+    return ValidatedDataset(dd, manifest, accepted, quarantined, report)
+
+
+def load_dataset(root: str | os.PathLike[str], check_images: bool = False) -> ValidatedDataset:
+    """The loader every job uses: validated tables (images checked for existence, not decoded)."""
+    return validate_dataset(root, ValidationConfig(check_images=check_images), write=True)
