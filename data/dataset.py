@@ -24,6 +24,10 @@ class DatasetError(Exception):
     """A dataset cannot be read: the message names the file and, where known, the column."""
 
 
+class SchemaError(DatasetError):
+    """A table or column is missing or has the wrong type."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str
@@ -109,7 +113,7 @@ class DatasetDir:
     def read_raw(self, table: str) -> pl.DataFrame:
         path = self.table_path(table)
         if not path.is_file():
-            raise DatasetError(f"{path}: missing table {table!r} (expected {SCHEMAS[table].file_name})")
+            raise SchemaError(f"{path}: missing table {table!r} (expected {SCHEMAS[table].file_name})")
         try:
             return pl.read_parquet(path)
         except Exception as exc:  # polars raises several error types for broken files

@@ -1,9 +1,10 @@
 """Train / validation / test splits, saved in the dataset so every model sees the same one.
 
 The default is a *global temporal* split: everything before the cutoff is history the
-model may learn from, everything after is the future it must predict. Per-user
-leave-last-n is available for comparison with papers that use it. Items with no training
-interaction are *cold items*, users with none are *cold users*.
+model may learn from (its last ``val_days`` held out for validation), everything after is
+the future it must predict. Per-user leave-last-n is available for comparison with papers
+that use it. Items with no interaction before the cutoff are *cold items*, users with
+none are *cold users*.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ FOLDS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How to split; exactly one of ``cutoff`` / ``test_fraction`` for the temporal split."""
+    """How to split; exactly one of ``cutoff`` / ``test_fraction`` for the temporal split.
+
+    ``test_fraction`` is a fraction of the timeline: 0.2 puts the last fifth of the time
+    between the first and the last event in test.
+    """
 
     strategy: Literal["temporal", "leave_last_n"] = "temporal"
     cutoff: dt.date | None = None
@@ -99,8 +104,10 @@ def temporal_boundaries(interactions: pl.DataFrame, config: SplitConfig) -> tupl
         ts = interactions.get_column("ts")
         if ts.len() == 0:
             raise DatasetError("cannot split an empty interactions table")
-        test_start = ts.quantile(1.0 - float(config.test_fraction), interpolation="lower")
-        test_start = test_start.replace(tzinfo=dt.UTC) if test_start.tzinfo is None else test_start
+        first, last = ts.min(), ts.max()
+        # the last `test_fraction` of the timeline (time span, not event count), to the second
+        test_start = last - (last - first) * float(config.test_fraction)
+        test_start = test_start.replace(microsecond=0)
     val_start = test_start - dt.timedelta(days=config.val_days)
     return test_start, val_start
 
@@ -125,9 +132,10 @@ def make_split(interactions: pl.DataFrame, items: pl.DataFrame, users: pl.DataFr
         test_start, val_start = temporal_boundaries(interactions, config)
     counts = dict(folded.group_by("fold").len().iter_rows())
     counts = {f: int(counts.get(f, 0)) for f in FOLDS}
-    train = folded.filter(pl.col("fold") == "train")
-    seen_items = set(train.get_column("item_id").unique().to_list())
-    seen_users = set(train.get_column("user_id").unique().to_list())
+    # cold = no interaction before the cutoff (train or validation)
+    history = folded.filter(pl.col("fold") != "test")
+    seen_items = set(history.get_column("item_id").unique().to_list())
+    seen_users = set(history.get_column("user_id").unique().to_list())
     cold_items = frozenset(set(items.get_column("item_id").to_list()) - seen_items)
     cold_users = frozenset(set(users.get_column("user_id").to_list()) - seen_users)
     return Split(config, interactions_sha256, test_start, val_start, counts, cold_items, cold_users)

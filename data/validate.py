@@ -18,16 +18,12 @@ from typing import Any
 import polars as pl
 from PIL import Image
 
-from data.dataset import DatasetDir, DatasetError, Manifest
+from data.dataset import DatasetDir, DatasetError, Manifest, SchemaError
 from data.io import write_json, write_parquet
 from data.schema import CANONICAL_DTYPES, EVENT_TYPES, SCHEMAS, TABLES, UTC_DATETIME, TableSchema, dtype_matches
 
 REPORT_FILE = "validation_report.json"
 _ROW = "__row"
-
-
-class SchemaError(DatasetError):
-    """A table or column is missing or has the wrong type."""
 
 
 @dataclass(frozen=True)

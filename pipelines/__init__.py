@@ -1,0 +1,1 @@
+"""stylerec jobs: thin orchestration, I/O and tracking around data/, style/ and recsys/."""

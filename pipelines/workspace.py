@@ -1,0 +1,27 @@
+"""Where jobs put what they make: a git-ignored work folder (default ./workspace)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "STYLEREC_WORKDIR"
+DEFAULT = "workspace"
+
+
+def workdir(override: str | os.PathLike[str] | None = None) -> Path:
+    path = Path(override or os.environ.get(ENV_VAR) or DEFAULT)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def datasets_dir(wd: Path) -> Path:
+    return wd / "datasets"
+
+
+def resolve_dataset(arg: str, wd: Path) -> Path:
+    """A dataset given as a path, or as a name under ``<workdir>/datasets``."""
+    path = Path(arg)
+    if path.exists() or path.is_absolute() or os.sep in arg:
+        return path
+    return datasets_dir(wd) / arg

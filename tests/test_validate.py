@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from data.validate import SchemaError, validate_dataset
+from pipelines.cli import cli
+from tests.conftest import _ts, write_image
+
+
+def test_clean_dataset_accepts_everything(make_dataset):
+    ds = validate_dataset(make_dataset().root)
+    for rep in ds.report.tables.values():
+        assert rep.quarantined == 0 and rep.accepted == rep.rows_in > 0
+    assert (ds.dir.root / "validation_report.json").is_file()
+    assert ds.interactions.schema["ts"] == pl.Datetime("us", "UTC")
+
+
+def test_missing_table_names_the_file(make_dataset):
+    dd = make_dataset()
+    os.remove(dd.table_path("reviews"))
+    with pytest.raises(SchemaError, match=r"reviews\.parquet: missing table 'reviews'"):
+        validate_dataset(dd.root)
+
+
+def test_missing_column_names_file_and_column(make_dataset):
+    dd = make_dataset(interactions=lambda df: df.drop("quantity"))
+    with pytest.raises(SchemaError, match=r"interactions\.parquet: missing column 'quantity'"):
+        validate_dataset(dd.root)
+
+
+def test_wrong_dtype_names_file_and_column(make_dataset):
+    dd = make_dataset(items=lambda df: df.with_columns(pl.col("price").cast(pl.String)))
+    with pytest.raises(SchemaError, match=r"items\.parquet: column 'price' has dtype String, expected float"):
+        validate_dataset(dd.root)
+
+
+def test_cli_schema_error_exits_nonzero(make_dataset):
+    dd = make_dataset(reviews=lambda df: df.with_columns(pl.col("rating").cast(pl.String)))
+    result = CliRunner().invoke(cli, ["data", "validate", str(dd.root)])
+    assert result.exit_code != 0
+    assert "reviews.parquet" in result.output and "'rating'" in result.output
+
+
+def _bad_items(root):
+    def mutate(df):
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "images" / "broken.png").write_bytes(b"this is not a png")
+        (root / "images" / "notes.txt").write_text("hello")
+        write_image(root.parent / "outside.png")
+        extra = pl.DataFrame(
+            {
+                "item_id": [None, "i0", "x_missing", "x_broken", "x_text", "x_escape", "x_abs", "x_price", "x_noimg"],
+                "title": ["t"] * 9,
+                "description": ["d"] * 9,
+                "category": ["c"] * 9,
+                "price": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -3.0, 2.0],
+                "image_path": [
+                    "images/i0.png", "images/i0.png", "images/nope.png", "images/broken.png", "images/notes.txt",
+                    "../outside.png", str(root.parent / "outside.png"), "images/i1.png", None,
+                ],
+                "created_at": [_ts(0)] * 9,
+            }
+        )
+        return pl.concat([df, extra])
+
+    return mutate
+
+
+def test_item_quarantine_reasons(tmp_path, make_dataset):
+    root = tmp_path / "ds"
+    dd = make_dataset(items=_bad_items(root))
+    ds = validate_dataset(dd.root)
+    rep = ds.report.tables["items"]
+    assert rep.reasons == {
+        "null_key": 1,
+        "duplicate_id": 1,
+        "image_missing": 1,
+        "image_unreadable": 2,
+        "image_path_escapes_dataset": 2,
+        "bad_price": 1,
+    }
+    assert rep.rows_in == 13 and rep.accepted == 5 and rep.reconciled
+    assert rep.notes["items_without_image"] == 1
+    quarantine = pl.read_parquet(root / "quarantine" / "items.parquet")
+    assert quarantine.height == 8 and "reason" in quarantine.columns
+    assert set(ds.items["item_id"]) == {"i0", "i1", "i2", "i3", "x_noimg"}
+
+
+def test_event_quarantine_reasons_reconcile(make_dataset):
+    def mutate(df):
+        bad = pl.DataFrame(
+            {
+                "user_id": [None, "ghost", "u0", "u0", "u0", "u0", "u0", "u0", "u0"],
+                "item_id": ["i0", "i0", "nope", "i0", "i0", "i0", "i0", "i0", "i1"],
+                "ts": ["2026-03-02T00:00:00", "2026-03-02T00:00:00", "2026-03-02T00:00:00", "not a date",
+                       "1970-01-02T00:00:00", "2026-03-03T00:00:00", "2026-03-03T00:00:00", "2026-03-04T00:00:00", None],
+                "event": ["view", "view", "view", "view", "view", "like", "view", "view", "view"],
+                "quantity": [1, 1, 1, 1, 1, 1, -2, 1, 1],
+            }
+        )
+        good = df.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        dup = good.head(1)
+        return pl.concat([good, bad, dup])
+
+    ds = validate_dataset(make_dataset(interactions=mutate).root, now=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    rep = ds.report.tables["interactions"]
+    assert rep.reasons == {
+        "null_key": 1,
+        "unknown_user": 1,
+        "unknown_item": 1,
+        "bad_timestamp": 1,
+        "missing_timestamp": 1,
+        "timestamp_out_of_range": 1,
+        "unknown_event": 1,
+        "bad_quantity": 1,
+        "duplicate_event": 1,
+    }
+    assert rep.rows_in == 8 + 9 + 1
+    assert rep.accepted == 9  # the 8 good rows and the late-but-valid 2026-03-04 one
+    assert rep.reconciled
+    q = pl.read_parquet(ds.dir.quarantine_dir / "interactions.parquet")
+    assert "not a date" in q["ts"].to_list()  # quarantine keeps the row as it was read
+
+
+def test_future_timestamps_are_out_of_range(make_dataset):
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    dd = make_dataset(reviews=lambda df: df.with_columns(pl.lit(future).alias("ts")))
+    rep = validate_dataset(dd.root).report.tables["reviews"]
+    assert rep.reasons == {"timestamp_out_of_range": 2}
+
+
+def test_review_rating_and_duplicates(make_dataset):
+    def mutate(df):
+        bad = df.head(1).with_columns(pl.lit(7, dtype=pl.Int64).alias("rating"))
+        zero = df.head(1).with_columns(pl.lit(0, dtype=pl.Int64).alias("rating"))
+        return pl.concat([df, bad, zero, df.tail(1)])
+
+    rep = validate_dataset(make_dataset(reviews=mutate).root).report.tables["reviews"]
+    assert rep.reasons == {"rating_out_of_range": 2, "duplicate_review": 1}
+    assert rep.accepted == 2 and rep.reconciled
+
+
+def test_quarantined_items_cascade_to_their_events(tmp_path, make_dataset):
+    root = tmp_path / "ds"
+
+    def items(df):
+        write_image(root / "images" / "i3.png")
+        (root / "images" / "i3.png").write_bytes(b"broken")
+        return df
+
+    ds = validate_dataset(make_dataset(items=items).root)
+    assert ds.report.tables["items"].reasons == {"image_unreadable": 1}
+    # i3's events are quarantined as unknown_item, not dropped
+    assert ds.report.tables["interactions"].reasons == {"unknown_item": 2}
