@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipelines.data_jobs import data_group
+from pipelines.demo import demo
 from pipelines.workspace import ENV_VAR, workdir as resolve_workdir
 
 
@@ -19,6 +20,7 @@ def cli(ctx: click.Context, workdir: str | None) -> None:
 
 
 cli.add_command(data_group)
+cli.add_command(demo)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""stylerec style stage: style encoder and style transfer."""
