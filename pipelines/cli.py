@@ -6,6 +6,7 @@ import click
 
 from pipelines.data_jobs import data_group
 from pipelines.demo import demo
+from pipelines.style_jobs import style_group
 from pipelines.workspace import ENV_VAR, workdir as resolve_workdir
 
 
@@ -20,6 +21,7 @@ def cli(ctx: click.Context, workdir: str | None) -> None:
 
 
 cli.add_command(data_group)
+cli.add_command(style_group)
 cli.add_command(demo)
 
 
