@@ -33,6 +33,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/style_embed.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache

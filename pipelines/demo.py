@@ -13,7 +13,11 @@ from data.split import SplitConfig, load_or_create_split
 from data.stylemart import generate
 from data.summary import format_summary, summarise
 from data.validate import ValidationConfig, validate_dataset
+from pipelines.style_jobs import format_check, run_and_save_style_check, write_gallery
 from pipelines.workspace import datasets_dir
+from style.embeddings import STYLE_DIR, embed_catalogue
+from style.encoder import MagentaStyleEncoder
+from style.transfer import MagentaStyleTransfer
 
 
 def _stage(title: str) -> float:
@@ -43,9 +47,27 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(format_summary(summarise(ds, split)))
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
+    t0 = _stage("style embeddings (cached by image hash)")
+    stats = embed_catalogue(root, ds.items, MagentaStyleEncoder())
+    click.echo(
+        f"{stats.items:,} items = {stats.embedded:,} embedded + {stats.cached:,} cached + {stats.quarantined:,} quarantined "
+        f"({time.perf_counter() - t0:.1f}s)"
+    )
+
+    t0 = _stage("style gallery and style check")
+    transfer = MagentaStyleTransfer()
+    gallery_png = root / STYLE_DIR / "gallery.png"
+    write_gallery(ds, transfer, gallery_png, products=6, n_styles=8, seed=0)
+    check = run_and_save_style_check(ds, transfer)
+    click.echo(format_check(check))
+    click.echo(f"({time.perf_counter() - t0:.1f}s)")
+
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:", bold=True)
     click.echo(f"  dataset            {root}")
     click.echo(f"  validation report  {root / 'validation_report.json'}")
     click.echo(f"  quarantine         {root / 'quarantine'}")
     click.echo(f"  split              {root / 'split'}")
     click.echo(f"  ground truth       {root / 'ground_truth'}")
+    click.echo(f"  style embeddings   {root / STYLE_DIR / 'style_embeddings.parquet'}")
+    click.echo(f"  style gallery      {gallery_png}")
+    click.echo(f"  style check        {root / STYLE_DIR / 'style_check.json'}")

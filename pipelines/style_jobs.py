@@ -12,7 +12,7 @@ import polars as pl
 from PIL import Image
 
 from data.dataset import DatasetDir, DatasetError
-from data.io import write_json
+from data.io import atomic_path, write_json
 from data.validate import ValidatedDataset, load_dataset
 from pipelines.workspace import resolve_dataset
 from style.check import (
@@ -21,6 +21,7 @@ from style.check import (
     histogram_intersection,
     knn_label_accuracy,
     mean_abs_diff,
+    random_crop,
     style_consistency,
 )
 from style.embeddings import STYLE_DIR, embed_catalogue, load_style_space
@@ -83,8 +84,6 @@ def run_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, n_cont
     crop_same_style = None
     if "style" in labels:
         rng = np.random.default_rng(seed)
-        from style.check import random_crop
-
         ids = list(crop_images)
         q = space.normalise(transfer.encoder.embed([random_crop(crop_images[i], rng) for i in ids]))
         top = space.ids[np.argmax(q @ space.unit.T, axis=1)]
@@ -145,8 +144,8 @@ def style_group() -> None:
 
 @style_group.command("embed")
 @click.argument("dataset")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--workers", type=int, default=4, show_default=True, help="threads decoding images")
+@click.option("--batch-size", type=int, default=2, show_default=True, help="images per network call (small batches are fastest on CPU)")
+@click.option("--workers", type=int, default=2, show_default=True, help="threads decoding images")
 @click.pass_context
 def embed_cmd(ctx, dataset, batch_size, workers):
     """Embed every item image of DATASET (re-uses vectors of unchanged images)."""
@@ -205,12 +204,21 @@ def transfer_cmd(ctx, dataset, content_path, item_id, style_path, style_item, us
     else:
         style_img = _item_image(ds, style_item) if style_item else _open(Path("."), style_path)
         style_vec = transfer.encoder.embed([style_img])[0]
-    from data.io import atomic_path
-
     image = transfer.render(content, style_vec, strength=strength, keep_colors=keep_colors, size=size)
     with atomic_path(out) as tmp:
         image.save(tmp, format="PNG")
     click.echo(f"wrote {out} ({image.width}x{image.height})")
+
+
+def write_gallery(ds: ValidatedDataset, transfer: MagentaStyleTransfer, out: Path, products: int, n_styles: int, seed: int) -> tuple[int, int]:
+    space = load_style_space(ds.dir.root)
+    picked = _sample_items(ds, space, products, seed)
+    prods = [(i, _open(ds.dir.root, p)) for i, p in zip(picked["item_id"], picked["image_path"], strict=True)]
+    styles = list(style_images(ds, space, n_styles).items())
+    sheet = gallery(transfer, prods, styles)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
+    return len(prods), len(styles)
 
 
 @style_group.command("gallery")
@@ -223,17 +231,21 @@ def transfer_cmd(ctx, dataset, content_path, item_id, style_path, style_item, us
 def gallery_cmd(ctx, dataset, out, products, n_styles, seed):
     """A grid of products (rows) rendered in styles (columns)."""
     ds = _load(ctx, dataset)
-    space = load_style_space(ds.dir.root)
-    picked = _sample_items(ds, space, products, seed)
-    prods = [(i, _open(ds.dir.root, p)) for i, p in zip(picked["item_id"], picked["image_path"], strict=True)]
-    styles = list(style_images(ds, space, n_styles).items())
-    sheet = gallery(MagentaStyleTransfer(), prods, styles)
     out = Path(out) if out else ds.dir.root / STYLE_DIR / "gallery.png"
-    from data.io import atomic_path
+    try:
+        n_prod, n_sty = write_gallery(ds, MagentaStyleTransfer(), out, products, n_styles, seed)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"gallery ({n_prod} products x {n_sty} styles): {out}")
 
-    with atomic_path(out) as tmp:
-        sheet.save(tmp, format="PNG")
-    click.echo(f"gallery ({len(prods)} products x {len(styles)} styles): {out}")
+
+def run_and_save_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, seed: int = 0) -> dict:
+    started = time.perf_counter()
+    result = run_style_check(ds, transfer, seed=seed)
+    result["seconds"] = time.perf_counter() - started
+    result["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    write_json(result, ds.dir.root / STYLE_DIR / CHECK_FILE)
+    return result
 
 
 @style_group.command("check")
@@ -243,12 +255,8 @@ def gallery_cmd(ctx, dataset, out, products, n_styles, seed):
 def check_cmd(ctx, dataset, seed):
     """Print the figures that show the style space works (saved to <dataset>/style/style_check.json)."""
     ds = _load(ctx, dataset)
-    started = time.perf_counter()
     try:
-        result = run_style_check(ds, MagentaStyleTransfer(), seed=seed)
+        result = run_and_save_style_check(ds, MagentaStyleTransfer(), seed)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
-    result["seconds"] = time.perf_counter() - started
-    result["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    write_json(result, ds.dir.root / STYLE_DIR / CHECK_FILE)
     click.echo(format_check(result))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from data.dataset import DatasetDir, DatasetError
 from data.io import read_json, write_json, write_parquet
-from style.encoder import StyleEncoder, style_input
+from style.encoder import StyleEncoder
 from style.space import StyleSpace
 
 STYLE_DIR = "style"
@@ -47,7 +47,7 @@ def embeddings_path(root: Path) -> Path:
     return Path(root) / STYLE_DIR / EMBEDDINGS_FILE
 
 
-def _read(root: Path, rel: str | None) -> tuple[str | None, np.ndarray | None, str | None]:
+def _read(root: Path, rel: str | None, encoder: StyleEncoder) -> tuple[str | None, np.ndarray | None, str | None]:
     """(sha256, preprocessed input, problem) of one item image."""
     if rel is None:
         return None, None, "no_image"
@@ -59,7 +59,7 @@ def _read(root: Path, rel: str | None) -> tuple[str | None, np.ndarray | None, s
     digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as im:
-            arr = style_input(im)
+            arr = encoder.preprocess(im)
     except Exception:
         return digest, None, "image_unreadable"
     return digest, arr, None
@@ -78,7 +78,7 @@ def embed_catalogue(
     items: pl.DataFrame,
     encoder: StyleEncoder,
     chunk_size: int = 128,
-    workers: int = 4,
+    workers: int = 2,
     progress: bool = True,
 ) -> EmbedStats:
     """Embed every item image of the dataset at ``root``; re-uses vectors of unchanged images."""
@@ -96,7 +96,7 @@ def embed_catalogue(
     embedded = cached = 0
 
     def load_chunk(start: int, pool: ThreadPoolExecutor):
-        return list(pool.map(lambda rel: _read(root, rel), paths[start : start + chunk_size]))
+        return list(pool.map(lambda rel: _read(root, rel, encoder), paths[start : start + chunk_size]))
 
     starts = list(range(0, len(ids), chunk_size))
     bar = tqdm(total=len(ids), desc="style embed", unit="img", disable=not progress or None)

@@ -37,7 +37,7 @@ class MagentaStyleTransfer:
     """Magenta's style-transfer network at any size (shapes rewritten at load time)."""
 
     def __init__(self, encoder: StyleEncoder | None = None, threads: int | None = None):
-        self.encoder = encoder or MagentaStyleEncoder(threads=threads)
+        self.encoder = encoder or MagentaStyleEncoder()
         self._session = session(TRANSFORM, dynamic=True, threads=threads)
         self._content, self._style = (i.name for i in self._session.get_inputs())
 
