@@ -1,0 +1,186 @@
+"""`stylerec train`: train the two-tower model, evaluate it, track and register it in MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import polars as pl
+
+from data.dataset import DatasetError
+from data.split import load_or_create_split
+from data.validate import ValidatedDataset, load_dataset
+from pipelines import tracking
+from pipelines.workspace import resolve_dataset
+from recsys.bundle import save_bundle
+from recsys.config import ConfigError, RunConfig, load_run_config
+from recsys.evaluate import EvalConfig, evaluate, load_ground_truth, results_table
+from recsys.features import FeatureSet, build_features
+from recsys.train import Trainer, TrainResult, TwoTowerRecommender
+
+CONTENT_FEATURES = {"style", "text", "user_style", "history_text"}
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    result: TrainResult
+    test: dict
+    version: str | None
+    promoted: bool
+    tracking_uri: str
+
+
+def features_for(ds: ValidatedDataset, config: RunConfig) -> FeatureSet:
+    """Build the feature set; fails before training when style vectors are needed but absent or broken."""
+    split = load_or_create_split(ds)
+    uses_style = bool({"style", "user_style"} & (set(config.model.item_features) | set(config.model.user_features)))
+    return build_features(ds, split, config.features, require_style=uses_style)
+
+
+def checkpoint_dir(workdir: Path, ds: ValidatedDataset, config: RunConfig) -> Path:
+    digest = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{digest}"
+
+
+def training_curve(history):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    epochs = [h.epoch for h in history]
+    ax[0].plot(epochs, [h.loss for h in history], marker="o")
+    ax[0].set(title="training loss", xlabel="epoch")
+    ax[1].plot(epochs, [h.val_recall_50 for h in history], marker="o", color="tab:green")
+    ax[1].set(title="validation Recall@50", xlabel="epoch")
+    fig.tight_layout()
+    return fig
+
+
+def recall_by_slice_figure(results: dict[str, dict[str, dict[str, float]]], k: int = 50):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slices = ["all", "warm_items", "cold_items", "warm_users", "cold_users"]
+    models = list(results)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(models)), 3.5))
+    width = 0.8 / len(slices)
+    for j, sl in enumerate(slices):
+        values = [results[m].get(sl, {}).get(f"recall@{k}", 0.0) for m in models]
+        ax.bar(np.arange(len(models)) + j * width, values, width, label=sl)
+    ax.set_xticks(np.arange(len(models)) + 0.4, models, rotation=20)
+    ax.set(title=f"Recall@{k} by slice", ylabel=f"recall@{k}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def train_and_track(ds: ValidatedDataset, config: RunConfig, workdir: Path, resume: bool = False, progress: bool = True, register: bool = True) -> TrainOutcome:
+    import mlflow
+
+    uri = tracking.setup(tracking.OFFLINE_EVAL)
+    fs = features_for(ds, config)
+    ckpt = checkpoint_dir(workdir, ds, config)
+    with mlflow.start_run(run_name=f"train-{ds.manifest.name}") as run:
+        mlflow.log_params(config.flat_params())
+        split_json = fs.split.to_json()
+        mlflow.log_params({
+            "job": "train",
+            "seed": config.train.seed,
+            "dataset": ds.manifest.name,
+            "dataset_manifest_sha256": ds.manifest.fingerprint,
+            "split": json.dumps(split_json["config"], default=str),
+            "split_test_start": split_json["test_start"],
+            "resume": resume,
+        })
+        trainer = Trainer(
+            fs, config.model, config.train, checkpoint_dir=ckpt, progress=progress,
+            on_epoch=lambda log: mlflow.log_metrics(
+                {"loss": log.loss, "val_recall_50": log.val_recall_50, "examples_per_s": log.examples_per_s, "epoch_seconds": log.seconds},
+                step=log.epoch,
+            ),
+        )
+        started = time.perf_counter()
+        result = trainer.fit(resume=resume)
+        mlflow.log_metrics({"best_val_recall_50": result.best_val_recall_50, "best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started})
+
+        truth_style = load_ground_truth(result.features, ds.dir.root)
+        test = evaluate(TwoTowerRecommender(result.model, result.features), result.features, EvalConfig(), truth_style)
+        mlflow.log_metrics({f"test_{sl}_{m.replace('@', '_at_')}": v for sl, values in test.items() for m, v in values.items() if m != "users"})
+        mlflow.log_param("eval_mask_seen", True)
+        table = results_table({"two-tower": test})
+        mlflow.log_table(table.to_pandas(), artifact_file="metrics/test_metrics.json")
+        mlflow.log_figure(training_curve(result.history), "plots/training_curve.png")
+        mlflow.log_figure(recall_by_slice_figure({"two-tower": test}), "plots/recall_by_slice.png")
+
+        version, promoted = None, False
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = save_bundle(
+                Path(tmp) / "bundle", result.model, result.features,
+                vocab_folds=("train", "val") if config.train.refit else ("train",),
+                extra={"dataset_path": str(ds.dir.root.resolve()), "run_id": run.info.run_id, "config": config.to_json()},
+            )
+            rec = TwoTowerRecommender(result.model, result.features)
+            item_vecs = rec.item_matrix().numpy()
+            pl.DataFrame({"item_id": result.features.items.ids, "embedding": pl.Series(item_vecs, dtype=pl.Array(pl.Float32, item_vecs.shape[1]))}).write_parquet(Path(tmp) / "item_embeddings.parquet")
+            mlflow.log_artifact(str(Path(tmp) / "item_embeddings.parquet"), "embeddings")
+            (Path(tmp) / "config.json").write_text(json.dumps(config.to_json(), indent=2, default=str))
+            mlflow.log_artifact(str(Path(tmp) / "config.json"))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("mlflow_model.py")),
+                artifacts={"bundle": str(bundle)},
+                code_paths=None,
+            )
+        if register:
+            version, promoted = tracking.register_and_promote(
+                mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint
+            )
+            mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
+    return TrainOutcome(run.info.run_id, result, test, version, promoted, uri)
+
+
+def format_metrics(results: dict[str, dict[str, dict[str, float]]], k: int = 50, slices=("all", "warm_items", "cold_items", "warm_users", "cold_users")) -> str:
+    header = f"{'model':<24}" + "".join(f"{s + f' R@{k}':>17}" for s in slices) + f"{'NDCG@' + str(k):>10}{'cover@' + str(k):>10}{'style@' + str(k):>10}"
+    lines = [header]
+    for model, res in results.items():
+        row = f"{model:<24}" + "".join(f"{res.get(s, {}).get(f'recall@{k}', float('nan')):>17.4f}" for s in slices)
+        a = res.get("all", {})
+        row += f"{a.get(f'ndcg@{k}', float('nan')):>10.4f}{a.get(f'coverage@{k}', float('nan')):>10.3f}{a.get(f'style_consistency@{k}', float('nan')):>10.3f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+@click.command("train")
+@click.argument("dataset")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML with [model], [train], [features]")
+@click.option("--seed", type=int, default=None, help="overrides [train] seed")
+@click.option("--epochs", type=int, default=None, help="overrides [train] epochs")
+@click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same dataset and config")
+@click.pass_context
+def train_cmd(ctx, dataset, config_path, seed, epochs, resume):
+    """Train the style-aware two-tower model on DATASET, evaluate it, log and register it."""
+    overrides = {"train": {k: v for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}}
+    try:
+        config = load_run_config(config_path, overrides)
+        ds = load_dataset(resolve_dataset(dataset, ctx.obj["workdir"]))
+        out = train_and_track(ds, config, ctx.obj["workdir"], resume=resume)
+    except (ConfigError, DatasetError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    r = out.result
+    click.echo(f"best epoch {r.best_epoch} (validation Recall@50 {r.best_val_recall_50:.4f}); {len(r.history)} epochs run")
+    click.echo(format_metrics({"two-tower": out.test}))
+    click.echo(f"MLflow run {out.run_id} in {out.tracking_uri}")
+    if out.version:
+        click.echo(f"registered {tracking.MODEL_NAME} version {out.version}; champion: {'moved to it' if out.promoted else 'unchanged'}")
+    click.echo(f"UI: {tracking.ui_hint(out.tracking_uri)}")

@@ -1,0 +1,373 @@
+"""Frozen features for the two-tower model, computed once per dataset and split.
+
+Items are rows of a fixed catalogue order (sorted item ids). Users are rows of sorted
+user ids. Behaviour features are *time-aware*: a query "user u at time t" sees only the
+events and reviews before t — the last ``history_len`` events (weighted by event type and
+recency), the style profile those imply, and the mean text vector of the user's own
+reviews. Training examples are the first interaction of each (user, item) pair in the
+training fold, so the target is never in its own history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import polars as pl
+
+from data.dataset import DatasetError
+from data.split import Split, assign_folds
+from data.validate import ValidatedDataset
+from style.embeddings import load_style_space
+from recsys.text import TEXT_DIM, CachedTextEmbedder
+from style.space import DEFAULT_EVENT_WEIGHTS
+
+DAY = 86_400
+_KEY = np.int64(1 << 34)  # user_row * _KEY + seconds: one sortable key per (user, time)
+FEATURES_DIR = "features"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    history_len: int = 50
+    half_life_days: float = 30.0
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    price_buckets: int = 10
+    popularity_buckets: int = 20
+    eval_events: tuple[str, ...] = ("click", "cart", "purchase")
+    review_text_weight: float = 0.5  # item text = (1-w) * title/description + w * mean review text
+
+
+@dataclass
+class ItemTable:
+    ids: np.ndarray
+    id_index: np.ndarray  # 0 = not in the training vocabulary (cold): content only
+    category: np.ndarray  # 1..C
+    price_bucket: np.ndarray  # 0 = unknown, 1..B
+    popularity_bucket: np.ndarray  # 0 = no training interactions, 1..B: training events per day on sale
+    style: np.ndarray  # (N, D) centred, L2-normalised; zeros where missing
+    has_style: np.ndarray
+    text: np.ndarray  # (N, 384) L2-normalised
+    cold: np.ndarray  # no interaction before the split's cutoff
+    categories: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class UserBatch:
+    """Everything the user tower needs for a batch of (user, time) queries (numpy)."""
+
+    user_index: np.ndarray  # 0 = not in the training vocabulary
+    hist_items: np.ndarray  # flat item rows
+    hist_lengths: np.ndarray
+    hist_weights: np.ndarray  # normalised to sum 1 per query
+    text: np.ndarray  # (B, 384)
+    has_text: np.ndarray
+
+
+@dataclass
+class Examples:
+    user: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+@dataclass
+class FeatureSet:
+    config: FeatureConfig
+    items: ItemTable
+    user_ids: np.ndarray
+    user_index: np.ndarray
+    split: Split
+    # event log sorted by (user row, ts)
+    ev_user: np.ndarray
+    ev_item: np.ndarray
+    ev_ts: np.ndarray
+    ev_weight: np.ndarray
+    ev_fold: np.ndarray
+    ev_event: np.ndarray
+    ev_key: np.ndarray
+    ev_start: np.ndarray  # (n_users + 1,) offsets
+    # reviews sorted by (user row, ts), with cumulative text sums
+    rv_key: np.ndarray
+    rv_start: np.ndarray
+    rv_cumsum: np.ndarray  # (R + 1, 384)
+    style_dim: int
+    fingerprint: str
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_user_vocab(self) -> int:
+        return int(self.user_index.max()) + 1
+
+    @property
+    def n_item_vocab(self) -> int:
+        return int(self.items.id_index.max()) + 1
+
+    def time_of(self, name: str) -> int:
+        """Seconds of the split's boundary ``test`` or ``val``."""
+        value = self.split.test_start if name == "test" else self.split.val_start
+        if value is None:
+            raise DatasetError("time-aware queries need a temporal split (leave-last-n has no single cutoff)")
+        return int(value.timestamp())
+
+    # -- queries -----------------------------------------------------------------------
+
+    def user_batch(self, users: np.ndarray, times: np.ndarray) -> UserBatch:
+        cfg = self.config
+        users = np.asarray(users, np.int64)
+        times = np.asarray(times, np.int64)
+        pos = np.searchsorted(self.ev_key, users * _KEY + times, side="left")
+        lo = np.maximum(self.ev_start[users], pos - cfg.history_len)
+        lengths = (pos - lo).astype(np.int64)
+        row = np.repeat(np.arange(len(users)), lengths)
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        gpos = lo[row] + within
+        age_days = (times[row] - self.ev_ts[gpos]) / DAY
+        weights = self.ev_weight[gpos] * np.exp2(-age_days / cfg.half_life_days)
+        sums = np.bincount(row, weights, minlength=len(users))
+        weights = weights / np.where(sums[row] > 0, sums[row], 1.0)
+
+        rpos = np.searchsorted(self.rv_key, users * _KEY + times, side="left")
+        rstart = self.rv_start[users]
+        count = rpos - rstart
+        text = (self.rv_cumsum[rpos] - self.rv_cumsum[rstart]) / np.maximum(count, 1)[:, None]
+        norm = np.linalg.norm(text, axis=1, keepdims=True)
+        text = np.where(norm > 0, text / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+        return UserBatch(
+            user_index=self.user_index[users],
+            hist_items=self.ev_item[gpos],
+            hist_lengths=lengths,
+            hist_weights=weights.astype(np.float32),
+            text=text,
+            has_text=count > 0,
+        )
+
+    def with_vocab(self, folds: tuple[str, ...]) -> FeatureSet:
+        """A copy whose id vocabularies cover the items and users seen in ``folds``.
+
+        Used to refit on train + validation once early stopping has chosen the epochs.
+        """
+        sel = np.isin(self.ev_fold, list(folds))
+        items = np.unique(self.ev_item[sel])
+        users = np.unique(self.ev_user[sel])
+        id_index = np.zeros(self.items.n, np.int64)
+        id_index[items] = np.arange(1, len(items) + 1)
+        user_index = np.zeros(self.n_users, np.int64)
+        user_index[users] = np.arange(1, len(users) + 1)
+        return replace(self, items=replace(self.items, id_index=id_index), user_index=user_index)
+
+    def training_examples(self, folds: str | tuple[str, ...] = "train") -> Examples:
+        """First interaction of every (user, item) pair in ``folds``, in time order."""
+        mask = np.isin(self.ev_fold, [folds] if isinstance(folds, str) else list(folds))
+        df = pl.DataFrame({"u": self.ev_user[mask], "i": self.ev_item[mask], "t": self.ev_ts[mask]})
+        first = df.group_by(["u", "i"]).agg(pl.col("t").min()).sort(["t", "u", "i"])
+        return Examples(first["u"].to_numpy(), first["i"].to_numpy(), first["t"].to_numpy())
+
+    def item_log_q(self, examples: Examples) -> np.ndarray:
+        """log of each item's share of training examples (the in-batch sampling probability)."""
+        counts = np.bincount(examples.item, minlength=self.items.n).astype(np.float64)
+        return np.log(np.maximum(counts, 0.5) / counts.sum()).astype(np.float32)
+
+    def truth(self, fold: str, mask_seen: bool = True) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """(user rows, per-user arrays of relevant item rows, query time) for evaluation on ``fold``.
+
+        Relevant = an ``eval_events`` event in the fold. With ``mask_seen``, items the user
+        interacted with before the fold are left out of the truth (they are masked from
+        recommendations too).
+        """
+        start = self.time_of(fold)
+        codes = [_event_code(e) for e in self.config.eval_events]
+        in_fold = (self.ev_fold == fold) & np.isin(self.ev_event, codes)
+        df = pl.DataFrame({"u": self.ev_user[in_fold], "i": self.ev_item[in_fold]}).unique()
+        if mask_seen:
+            seen = pl.DataFrame({"u": self.ev_user[self.ev_ts < start], "i": self.ev_item[self.ev_ts < start]}).unique()
+            df = df.join(seen, on=["u", "i"], how="anti")
+        grouped = df.group_by("u").agg(pl.col("i")).sort("u")
+        users = grouped["u"].to_numpy()
+        return users, [np.asarray(x, np.int64) for x in grouped["i"].to_list()], np.full(len(users), start, np.int64)
+
+    def seen_before(self, users: np.ndarray, time: int) -> list[np.ndarray]:
+        """Items each user interacted with before ``time`` (to mask from recommendations)."""
+        out = []
+        for u in users:
+            a, b = self.ev_start[u], self.ev_start[u + 1]
+            sel = self.ev_ts[a:b] < time
+            out.append(np.unique(self.ev_item[a:b][sel]))
+        return out
+
+    def popularity(self, before: int, after: int | None = None) -> np.ndarray:
+        sel = self.ev_ts < before
+        if after is not None:
+            sel &= self.ev_ts >= after
+        return np.bincount(self.ev_item[sel], minlength=self.items.n).astype(np.float64)
+
+    def interaction_matrix(self, before: int):
+        """Users x items CSR of summed event weights before ``before`` (for ALS / BPR)."""
+        from scipy.sparse import csr_matrix
+
+        sel = self.ev_ts < before
+        m = csr_matrix((self.ev_weight[sel].astype(np.float32), (self.ev_user[sel], self.ev_item[sel])), shape=(self.n_users, self.items.n))
+        m.sum_duplicates()
+        return m
+
+
+EVENT_CODES = {"view": 0, "click": 1, "cart": 2, "purchase": 3}
+
+
+def _event_code(name: str) -> int:
+    return EVENT_CODES[name]
+
+
+def _price_buckets(price: np.ndarray, n: int) -> np.ndarray:
+    """Quantile buckets 1..n of the finite values; 0 for NaN (unknown)."""
+    known = np.isfinite(price)
+    out = np.zeros(len(price), np.int64)
+    if known.any():
+        edges = np.quantile(price[known], np.linspace(0, 1, n + 1)[1:-1])
+        out[known] = np.searchsorted(edges, price[known], side="right") + 1
+    return out
+
+
+def _item_texts(ds: ValidatedDataset, ids: np.ndarray) -> list[str]:
+    items = pl.DataFrame({"item_id": ids}).join(ds.items.select("item_id", "title", "description"), on="item_id", how="left")
+    return [f"{t or ''}. {d or ''}".strip(" .") for t, d in zip(items["title"].to_list(), items["description"].to_list(), strict=True)]
+
+
+def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | None = None, require_style: bool = True) -> FeatureSet:
+    """Compute (or load from cache) every frozen feature of ``ds`` under ``split``."""
+    cfg = config or FeatureConfig()
+    root = ds.dir.root
+    feat_dir = root / FEATURES_DIR
+    item_ids = np.sort(ds.items["item_id"].to_numpy()).astype(object)
+    user_ids = np.sort(ds.users["user_id"].to_numpy()).astype(object)
+    item_row = {i: r for r, i in enumerate(item_ids.tolist())}
+    user_row = {u: r for r, u in enumerate(user_ids.tolist())}
+
+    folded = assign_folds(ds.interactions, split)
+    ev = folded.select(
+        pl.col("user_id").replace_strict(user_row, return_dtype=pl.Int64).alias("u"),
+        pl.col("item_id").replace_strict(item_row, return_dtype=pl.Int64).alias("i"),
+        (pl.col("ts").dt.epoch("s")).alias("t"),
+        pl.col("event").replace_strict(EVENT_CODES, return_dtype=pl.Int8).alias("e"),
+        pl.col("event").replace_strict(cfg.event_weights, default=0.0, return_dtype=pl.Float32).alias("w"),
+        pl.col("fold"),
+    ).sort(["u", "t", "e", "i"])
+    ev_user = ev["u"].to_numpy()
+    ev_start = np.searchsorted(ev_user, np.arange(len(user_ids) + 1), side="left")
+
+    train_items = np.unique(ev.filter(pl.col("fold") == "train")["i"].to_numpy())
+    id_index = np.zeros(len(item_ids), np.int64)
+    id_index[train_items] = np.arange(1, len(train_items) + 1)
+    train_users = np.unique(ev.filter(pl.col("fold") == "train")["u"].to_numpy())
+    user_index = np.zeros(len(user_ids), np.int64)
+    user_index[train_users] = np.arange(1, len(train_users) + 1)
+
+    # content: style
+    items_sorted = pl.DataFrame({"item_id": item_ids}).join(ds.items, on="item_id", how="left")
+    try:
+        space = load_style_space(root)
+    except DatasetError:
+        if require_style:
+            raise
+        space = None
+    style_dim = space.vectors.shape[1] if space is not None else 100
+    style = np.zeros((len(item_ids), style_dim), np.float32)
+    has_style = np.zeros(len(item_ids), bool)
+    if space is not None:
+        rows = np.array([item_row[i] for i in space.ids.tolist() if i in item_row], np.int64)
+        keep = np.array([i in item_row for i in space.ids.tolist()])
+        style[rows] = space.unit[keep]
+        has_style[rows] = True
+
+    # content: text (title + description, mixed with the mean of reviews before the cutoff)
+    embedder = CachedTextEmbedder(feat_dir / "text_cache.parquet")
+    text = embedder.embed(_item_texts(ds, item_ids))
+    cutoff = split.test_start
+    reviews = ds.reviews.with_columns(
+        pl.col("user_id").replace_strict(user_row, default=None, return_dtype=pl.Int64).alias("u"),
+        pl.col("item_id").replace_strict(item_row, default=None, return_dtype=pl.Int64).alias("i"),
+        pl.col("ts").dt.epoch("s").alias("t"),
+    ).drop_nulls(["u", "i"]).sort(["u", "t", "i"])
+    review_vecs = embedder.embed([t or "" for t in reviews["text"].to_list()]) if reviews.height else np.zeros((0, TEXT_DIM), np.float32)
+    if cutoff is not None and reviews.height:
+        before = (reviews["ts"] < cutoff).to_numpy()
+        ri = reviews["i"].to_numpy()[before]
+        sums = np.zeros_like(text)
+        np.add.at(sums, ri, review_vecs[before])
+        counts = np.bincount(ri, minlength=len(item_ids))
+        has = counts > 0
+        mean_reviews = sums[has] / counts[has, None]
+        mean_reviews /= np.maximum(np.linalg.norm(mean_reviews, axis=1, keepdims=True), 1e-12)
+        w = cfg.review_text_weight
+        text[has] = (1 - w) * text[has] + w * mean_reviews
+        text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+
+    # popularity: training events per day the item was on sale (a quality estimate that
+    # does not punish items for being new); bucketised, 0 for items without any
+    train_ev = ev.filter(pl.col("fold") == "train")
+    counts = np.bincount(train_ev["i"].to_numpy(), weights=train_ev["w"].to_numpy(), minlength=len(item_ids))
+    created = items_sorted["created_at"].dt.epoch("s").to_numpy()
+    train_end = int(split.val_start.timestamp()) if split.val_start is not None else int(ev["t"].max())
+    days_on_sale = np.maximum((train_end - np.minimum(created, train_end)) / DAY, 1.0)
+    rate = np.where(counts > 0, counts / days_on_sale, np.nan)
+    popularity_bucket = _price_buckets(rate, cfg.popularity_buckets)
+
+    categories = sorted(set(items_sorted["category"].drop_nulls().to_list()))
+    cat_index = {c: i + 1 for i, c in enumerate(categories)}
+    items = ItemTable(
+        ids=item_ids,
+        id_index=id_index,
+        category=np.array([cat_index.get(c, 0) for c in items_sorted["category"].to_list()], np.int64),
+        price_bucket=_price_buckets(items_sorted["price"].cast(pl.Float64).fill_null(float("nan")).to_numpy(), cfg.price_buckets),
+        popularity_bucket=popularity_bucket,
+        style=style,
+        has_style=has_style,
+        text=text.astype(np.float32),
+        cold=np.isin(item_ids, np.array(sorted(split.cold_items), dtype=object)),
+        categories=categories,
+    )
+    rv_user = reviews["u"].to_numpy()
+    rv_key = rv_user * _KEY + reviews["t"].to_numpy()
+    rv_cumsum = np.zeros((len(rv_key) + 1, TEXT_DIM), np.float64)
+    if len(rv_key):
+        np.cumsum(review_vecs, axis=0, out=rv_cumsum[1:])
+    ev_ts = ev["t"].to_numpy()
+    return FeatureSet(
+        config=cfg,
+        items=items,
+        user_ids=user_ids,
+        user_index=user_index,
+        split=split,
+        ev_user=ev_user,
+        ev_item=ev["i"].to_numpy(),
+        ev_ts=ev_ts,
+        ev_weight=ev["w"].to_numpy(),
+        ev_fold=ev["fold"].to_numpy(),
+        ev_event=ev["e"].to_numpy(),
+        ev_key=ev_user * _KEY + ev_ts,
+        ev_start=ev_start,
+        rv_key=rv_key,
+        rv_start=np.searchsorted(rv_user, np.arange(len(user_ids) + 1), side="left"),
+        rv_cumsum=rv_cumsum,
+        style_dim=style_dim,
+        fingerprint=ds.manifest.fingerprint,
+    )
+
+
+def check_feature_names(names: list[str]) -> None:
+    """Refuse a config naming features the model does not know, before any work starts."""
+    known = {"item_id", "category", "price", "style", "text", "user_id", "history", "user_style", "user_text"}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; known: {sorted(known)}")
+

@@ -1,0 +1,241 @@
+"""Training loop for the two-tower model (in the spirit of nanoGPT's: one readable loop).
+
+Deterministic given the seed; validation Recall@50 after every epoch on the validation
+slice of the split; early stopping; a checkpoint per epoch that ``resume`` continues from.
+Weights are saved with safetensors; optimizer state with ``torch.save`` and read back
+with ``weights_only=True`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from data.io import atomic_path, write_json
+from recsys.evaluate import EvalConfig, evaluate
+from recsys.features import Examples, FeatureSet
+from recsys.losses import sampled_softmax_loss
+from recsys.model import TwoTower, TwoTowerConfig, Vocab, user_batch_tensors
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-6
+    patience: int = 3
+    seed: int = 0
+    extra_negatives: int = 0  # uniformly sampled negatives per batch, on top of in-batch ones
+    val_users: int | None = 3000
+    threads: int | None = None
+    max_batches_per_epoch: int | None = None  # for smoke tests and benchmarks
+    refit: bool = True  # after early stopping, retrain on train + validation for the chosen epochs
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    val_recall_50: float
+    seconds: float
+    examples_per_s: float
+
+
+@dataclass
+class TrainResult:
+    model: TwoTower
+    features: FeatureSet  # the features the final model was trained with (its id vocabulary)
+    best_epoch: int
+    best_val_recall_50: float
+    history: list[EpochLog] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class TwoTowerRecommender:
+    """Scores the catalogue with a trained two-tower model (the ``Recommender`` protocol)."""
+
+    def __init__(self, model: TwoTower, fs: FeatureSet, name: str = "two-tower"):
+        self.model, self.fs, self.name = model, fs, name
+        self._items: torch.Tensor | None = None
+
+    def item_matrix(self) -> torch.Tensor:
+        if self._items is None:
+            self.model.eval()
+            with torch.no_grad():
+                rows = torch.arange(self.fs.items.n)
+                self._items = torch.cat([self.model.item_embeddings(rows[i : i + 8192]) for i in range(0, len(rows), 8192)])
+        return self._items
+
+    def user_matrix(self, users: np.ndarray, time: int) -> torch.Tensor:
+        self.model.eval()
+        with torch.no_grad():
+            return self.model.user_embeddings(user_batch_tensors(self.fs.user_batch(users, np.full(len(users), time))))
+
+    def scores(self, users: np.ndarray, time: int) -> np.ndarray:
+        return (self.user_matrix(users, time) @ self.item_matrix().T).numpy()
+
+
+def build_model(fs: FeatureSet, config: TwoTowerConfig, seed: int) -> TwoTower:
+    torch.manual_seed(seed)
+    return TwoTower(config, Vocab.of(fs), TwoTower.item_tables(fs))
+
+
+def save_weights(model: TwoTower, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def load_weights(model: TwoTower, path: Path) -> None:
+    model.load_state_dict(load_file(str(path)))
+
+
+class Trainer:
+    def __init__(
+        self,
+        fs: FeatureSet,
+        model_config: TwoTowerConfig,
+        train_config: TrainConfig,
+        checkpoint_dir: Path | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+        progress: bool = True,
+    ):
+        self.fs, self.mcfg, self.tcfg = fs, model_config, train_config
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.on_epoch = on_epoch
+        self.progress = progress
+
+    def _batches(self, examples: Examples, epoch: int):
+        rng = np.random.default_rng([self.tcfg.seed, epoch])
+        order = rng.permutation(len(examples))
+        bs = self.tcfg.batch_size
+        n = len(order) // bs if len(order) >= bs else 1  # drop the ragged last batch
+        if self.tcfg.max_batches_per_epoch:
+            n = min(n, self.tcfg.max_batches_per_epoch)
+        for b in range(n):
+            yield order[b * bs : (b + 1) * bs]
+
+    def validation_recall(self, model: TwoTower) -> float:
+        cfg = EvalConfig(fold="val", ks=(50,), max_users=self.tcfg.val_users, seed=self.tcfg.seed)
+        res = evaluate(TwoTowerRecommender(model, self.fs), self.fs, cfg)
+        return float(res["all"]["recall@50"]) if res else 0.0
+
+    def _save_checkpoint(self, model, optimizer, epoch: int, state: dict) -> None:
+        if self.checkpoint_dir is None:
+            return
+        d = self.checkpoint_dir
+        d.mkdir(parents=True, exist_ok=True)
+        save_weights(model, d / f"epoch-{epoch:03d}.safetensors")
+        with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:
+            torch.save(optimizer.state_dict(), tmp)
+        write_json(state, d / "state.json")  # last: names the newest complete checkpoint
+
+    def _load_checkpoint(self, model, optimizer) -> dict | None:
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "state.json").is_file():
+            return None
+        state = json.loads((self.checkpoint_dir / "state.json").read_text())
+        epoch = state["epoch"]
+        load_weights(model, self.checkpoint_dir / f"epoch-{epoch:03d}.safetensors")
+        optimizer.load_state_dict(torch.load(self.checkpoint_dir / f"epoch-{epoch:03d}.optim.pt", weights_only=True))
+        return state
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.tcfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        fs = self.fs
+        examples = fs.training_examples("train")
+        if len(examples) == 0:
+            raise ValueError("no training examples in the train fold")
+        log_q = torch.from_numpy(fs.item_log_q(examples))
+        model = build_model(fs, self.mcfg, cfg.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        history: list[EpochLog] = []
+        best_epoch, best_recall, bad_epochs, start_epoch = -1, -1.0, 0, 0
+        state = self._load_checkpoint(model, optimizer) if resume else None
+        if state is not None:
+            history = [EpochLog(**h) for h in state["history"]]
+            best_epoch, best_recall, bad_epochs = state["best_epoch"], state["best_val_recall_50"], state["bad_epochs"]
+            start_epoch = state["epoch"] + 1
+        stopped = False
+        best_state = None
+        for epoch in range(start_epoch, cfg.epochs):
+            if bad_epochs >= cfg.patience:
+                stopped = True
+                break
+            loss, seen, seconds = self._run_epoch(model, optimizer, fs, examples, log_q, epoch)
+            recall = self.validation_recall(model)
+            log = EpochLog(epoch, loss, recall, seconds, seen / max(seconds, 1e-9))
+            history.append(log)
+            if recall > best_recall:
+                best_recall, best_epoch, bad_epochs = recall, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if self.checkpoint_dir is not None:
+                    save_weights(model, self.checkpoint_dir / "best.safetensors")
+            else:
+                bad_epochs += 1
+            self._save_checkpoint(
+                model, optimizer, epoch,
+                {"epoch": epoch, "best_epoch": best_epoch, "best_val_recall_50": best_recall, "bad_epochs": bad_epochs, "history": [asdict(h) for h in history]},
+            )
+            if self.on_epoch:
+                self.on_epoch(log)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        elif self.checkpoint_dir is not None and (self.checkpoint_dir / "best.safetensors").is_file():
+            load_weights(model, self.checkpoint_dir / "best.safetensors")  # resumed after the best epoch
+        if cfg.refit and best_epoch >= 0:
+            model, fs = self._refit(best_epoch + 1)
+        model.eval()
+        if self.checkpoint_dir is not None:
+            save_weights(model, self.checkpoint_dir / "final.safetensors")
+        return TrainResult(model, fs, best_epoch, best_recall, history, stopped)
+
+    def _refit(self, epochs: int) -> tuple[TwoTower, FeatureSet]:
+        """Retrain from scratch on train + validation (ids of both in the vocabulary)."""
+        fs = self.fs.with_vocab(("train", "val"))
+        examples = fs.training_examples(("train", "val"))
+        log_q = torch.from_numpy(fs.item_log_q(examples))
+        model = build_model(fs, self.mcfg, self.tcfg.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        for epoch in range(epochs):
+            self._run_epoch(model, optimizer, fs, examples, log_q, epoch, desc=f"refit {epoch}")
+        return model, fs
+
+    def _run_epoch(self, model, optimizer, fs: FeatureSet, examples: Examples, log_q: torch.Tensor, epoch: int, desc: str | None = None) -> tuple[float, int, float]:
+        """One pass over shuffled examples: (mean loss, examples seen, seconds)."""
+        cfg = self.tcfg
+        model.train()
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        started = time.perf_counter()
+        n_items = fs.items.n
+        uniform_log_q = torch.full((max(cfg.extra_negatives, 1),), float(np.log(1.0 / n_items)))
+        losses, seen = [], 0
+        batches = list(self._batches(examples, epoch))
+        for idx in tqdm(batches, desc=desc or f"epoch {epoch}", unit="batch", disable=not self.progress or None, leave=False):
+            users, items, times = examples.user[idx], examples.item[idx], examples.time[idx]
+            batch = user_batch_tensors(fs.user_batch(users, times))
+            item_rows = torch.from_numpy(items)
+            user_vec, item_vec = model(batch, item_rows)
+            neg_vec = neg_q = None
+            if cfg.extra_negatives:
+                neg_rows = torch.randint(0, n_items, (cfg.extra_negatives,))
+                neg_vec, neg_q = model.item_embeddings(neg_rows, drop_ids=True), uniform_log_q
+            loss = sampled_softmax_loss(user_vec, item_vec, item_rows, log_q[item_rows], self.mcfg.temperature, neg_vec, neg_q)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            seen += len(idx)
+        return float(np.mean(losses)), seen, time.perf_counter() - started
