@@ -7,6 +7,7 @@ import click
 from pipelines.data_jobs import data_group
 from pipelines.demo import demo
 from pipelines.style_jobs import style_group
+from pipelines.evaluate_job import evaluate_cmd
 from pipelines.train_job import train_cmd
 from pipelines.workspace import ENV_VAR, workdir as resolve_workdir
 
@@ -24,6 +25,7 @@ def cli(ctx: click.Context, workdir: str | None) -> None:
 cli.add_command(data_group)
 cli.add_command(style_group)
 cli.add_command(train_cmd)
+cli.add_command(evaluate_cmd)
 cli.add_command(demo)
 
 

@@ -136,11 +136,19 @@ def train_and_track(ds: ValidatedDataset, config: RunConfig, workdir: Path, resu
             mlflow.log_artifact(str(Path(tmp) / "item_embeddings.parquet"), "embeddings")
             (Path(tmp) / "config.json").write_text(json.dumps(config.to_json(), indent=2, default=str))
             mlflow.log_artifact(str(Path(tmp) / "config.json"))
+            import pandas as pd
+            from mlflow.models import infer_signature
+
+            signature = infer_signature(
+                pd.DataFrame({"user_id": ["U0"]}),
+                pd.DataFrame({"user_id": ["U0"], "rank": [1], "item_id": ["I0"]}),
+                params={"k": 10},
+            )
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(Path(__file__).with_name("mlflow_model.py")),
                 artifacts={"bundle": str(bundle)},
-                code_paths=None,
+                signature=signature,
             )
         if register:
             version, promoted = tracking.register_and_promote(

@@ -65,10 +65,14 @@ class ImplicitMF:
             raise ValueError(f"unknown matrix factorisation {self.kind!r}")
         model.fit(matrix, show_progress=False)
         self.model, self.matrix = model, matrix
+        # an item without interactions keeps its random initial factors: it cannot be scored
+        self._unknown = np.asarray(matrix.getnnz(axis=0)) == 0
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        return np.asarray(self.model.user_factors[users] @ self.model.item_factors.T)
+        scores = np.asarray(self.model.user_factors[users] @ self.model.item_factors.T)
+        scores[:, self._unknown] = -np.inf
+        return scores
 
 
 @dataclass

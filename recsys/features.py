@@ -49,6 +49,7 @@ class ItemTable:
     has_style: np.ndarray
     text: np.ndarray  # (N, 384) L2-normalised
     cold: np.ndarray  # no interaction before the split's cutoff
+    created_s: np.ndarray
     categories: list[str]
 
     @property
@@ -164,7 +165,15 @@ class FeatureSet:
         id_index[items] = np.arange(1, len(items) + 1)
         user_index = np.zeros(self.n_users, np.int64)
         user_index[users] = np.arange(1, len(users) + 1)
-        return replace(self, items=replace(self.items, id_index=id_index), user_index=user_index)
+        # popularity: events per day on sale within ``folds`` (a quality estimate that does
+        # not punish new items); bucketised, 0 = no interactions (unknown, like a cold item)
+        end = int(self.ev_ts[sel].max()) if sel.any() else 0
+        counts = np.bincount(self.ev_item[sel], weights=self.ev_weight[sel], minlength=self.items.n)
+        days = np.maximum((end - np.minimum(self.items.created_s, end)) / DAY, 1.0)
+        rate = np.where(counts > 0, counts / days, np.nan)
+        popularity = _price_buckets(rate, self.config.popularity_buckets)
+        items = replace(self.items, id_index=id_index, popularity_bucket=popularity)
+        return replace(self, items=items, user_index=user_index)
 
     def training_examples(self, folds: str | tuple[str, ...] = "train") -> Examples:
         """First interaction of every (user, item) pair in ``folds``, in time order."""
@@ -265,13 +274,6 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
     ev_user = ev["u"].to_numpy()
     ev_start = np.searchsorted(ev_user, np.arange(len(user_ids) + 1), side="left")
 
-    train_items = np.unique(ev.filter(pl.col("fold") == "train")["i"].to_numpy())
-    id_index = np.zeros(len(item_ids), np.int64)
-    id_index[train_items] = np.arange(1, len(train_items) + 1)
-    train_users = np.unique(ev.filter(pl.col("fold") == "train")["u"].to_numpy())
-    user_index = np.zeros(len(user_ids), np.int64)
-    user_index[train_users] = np.arange(1, len(train_users) + 1)
-
     # content: style
     items_sorted = pl.DataFrame({"item_id": item_ids}).join(ds.items, on="item_id", how="left")
     try:
@@ -312,28 +314,19 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
         text[has] = (1 - w) * text[has] + w * mean_reviews
         text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
 
-    # popularity: training events per day the item was on sale (a quality estimate that
-    # does not punish items for being new); bucketised, 0 for items without any
-    train_ev = ev.filter(pl.col("fold") == "train")
-    counts = np.bincount(train_ev["i"].to_numpy(), weights=train_ev["w"].to_numpy(), minlength=len(item_ids))
-    created = items_sorted["created_at"].dt.epoch("s").to_numpy()
-    train_end = int(split.val_start.timestamp()) if split.val_start is not None else int(ev["t"].max())
-    days_on_sale = np.maximum((train_end - np.minimum(created, train_end)) / DAY, 1.0)
-    rate = np.where(counts > 0, counts / days_on_sale, np.nan)
-    popularity_bucket = _price_buckets(rate, cfg.popularity_buckets)
-
     categories = sorted(set(items_sorted["category"].drop_nulls().to_list()))
     cat_index = {c: i + 1 for i, c in enumerate(categories)}
     items = ItemTable(
         ids=item_ids,
-        id_index=id_index,
+        id_index=np.zeros(len(item_ids), np.int64),  # set by with_vocab below
         category=np.array([cat_index.get(c, 0) for c in items_sorted["category"].to_list()], np.int64),
         price_bucket=_price_buckets(items_sorted["price"].cast(pl.Float64).fill_null(float("nan")).to_numpy(), cfg.price_buckets),
-        popularity_bucket=popularity_bucket,
+        popularity_bucket=np.zeros(len(item_ids), np.int64),  # set by with_vocab below
         style=style,
         has_style=has_style,
         text=text.astype(np.float32),
         cold=np.isin(item_ids, np.array(sorted(split.cold_items), dtype=object)),
+        created_s=items_sorted["created_at"].dt.epoch("s").to_numpy(),
         categories=categories,
     )
     rv_user = reviews["u"].to_numpy()
@@ -342,11 +335,11 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
     if len(rv_key):
         np.cumsum(review_vecs, axis=0, out=rv_cumsum[1:])
     ev_ts = ev["t"].to_numpy()
-    return FeatureSet(
+    fs = FeatureSet(
         config=cfg,
         items=items,
         user_ids=user_ids,
-        user_index=user_index,
+        user_index=np.zeros(len(user_ids), np.int64),
         split=split,
         ev_user=ev_user,
         ev_item=ev["i"].to_numpy(),
@@ -362,6 +355,7 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
         style_dim=style_dim,
         fingerprint=ds.manifest.fingerprint,
     )
+    return fs.with_vocab(("train",))
 
 
 def check_feature_names(names: list[str]) -> None:

@@ -88,3 +88,31 @@ def tiny_stylemart(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stylemart") / "tiny"
     generate(out, "tiny", seed=3, workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_embedded(tiny_stylemart, tmp_path_factory) -> Path:
+    """A copy of the tiny StyleMart dataset with style embeddings and a saved split."""
+    import shutil
+
+    from data.split import SplitConfig, split_dataset
+    from data.validate import load_dataset
+    from style.embeddings import embed_catalogue
+    from style.encoder import MagentaStyleEncoder
+
+    root = tmp_path_factory.mktemp("embedded") / "tiny"
+    shutil.copytree(tiny_stylemart, root)
+    ds = load_dataset(root)
+    embed_catalogue(root, ds.items, MagentaStyleEncoder(), progress=False)
+    split_dataset(ds, SplitConfig(test_fraction=0.25, val_days=10))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_features(tiny_embedded):
+    from data.split import load_or_create_split
+    from data.validate import load_dataset
+    from recsys.features import build_features
+
+    ds = load_dataset(tiny_embedded)
+    return build_features(ds, load_or_create_split(ds))

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from recsys.model import TwoTower, TwoTowerConfig, Vocab, user_batch_tensors
+
+
+def test_history_only_sees_the_past(tiny_features):
+    fs = tiny_features
+    ex = fs.training_examples("train")
+    assert len(ex) > 100
+    idx = np.arange(0, len(ex), 37)
+    ub = fs.user_batch(ex.user[idx], ex.time[idx])
+    rows = np.repeat(np.arange(len(idx)), ub.hist_lengths)
+    # each history event is strictly before its query time and belongs to the same user
+    starts = np.repeat(np.cumsum(ub.hist_lengths) - ub.hist_lengths, ub.hist_lengths)
+    assert (ub.hist_lengths <= fs.config.history_len).all()
+    for q in range(len(idx)):
+        a, b = fs.ev_start[ex.user[idx[q]]], fs.ev_start[ex.user[idx[q]] + 1]
+        before = fs.ev_ts[a:b] < ex.time[idx[q]]
+        assert ub.hist_lengths[q] == min(before.sum(), fs.config.history_len)
+        # the target of a training example is never in its own history (first interaction)
+        assert ex.item[idx[q]] not in ub.hist_items[rows == q]
+    sums = np.bincount(rows, ub.hist_weights, minlength=len(idx))
+    assert np.allclose(sums[ub.hist_lengths > 0], 1.0, atol=1e-5)
+    del starts
+
+
+def test_truth_masks_items_seen_before_the_fold(tiny_features):
+    fs = tiny_features
+    users, truth, times = fs.truth("test", mask_seen=True)
+    _, unmasked, _ = fs.truth("test", mask_seen=False)
+    seen = fs.seen_before(users, int(times[0]))
+    for t, s in zip(truth, seen, strict=True):
+        assert not np.isin(t, s).any()
+    assert sum(map(len, unmasked)) >= sum(map(len, truth))
+
+
+def test_vocabulary_and_cold_items(tiny_features):
+    fs = tiny_features
+    train_items = np.unique(fs.ev_item[fs.ev_fold == "train"])
+    assert (fs.items.id_index[train_items] > 0).all()
+    assert (fs.items.id_index[fs.items.cold] == 0).all()
+    both = fs.with_vocab(("train", "val"))
+    assert (both.items.id_index > 0).sum() >= (fs.items.id_index > 0).sum()
+    assert both.items.popularity_bucket.max() == fs.config.popularity_buckets
+
+
+def _model(fs, **kw):
+    torch.manual_seed(0)
+    return TwoTower(TwoTowerConfig(item_features=("item_id", "category", "price", "popularity", "style", "text"), user_features=("user_id", "history", "user_style", "history_text", "user_text"), **kw), Vocab.of(fs), TwoTower.item_tables(fs))
+
+
+def test_towers_are_normalised_and_cold_items_use_content_only(tiny_features):
+    fs = tiny_features
+    model = _model(fs).eval()
+    rows = torch.arange(fs.items.n)
+    with torch.no_grad():
+        items = model.item_embeddings(rows)
+        users = model.user_embeddings(user_batch_tensors(fs.user_batch(np.arange(10), np.full(10, fs.time_of("test")))))
+    assert torch.allclose(items.norm(dim=1), torch.ones(fs.items.n), atol=1e-5)
+    assert torch.allclose(users.norm(dim=1), torch.ones(10), atol=1e-5)
+    cold = torch.from_numpy(np.flatnonzero(fs.items.id_index == 0))
+    warm = torch.from_numpy(np.flatnonzero(fs.items.id_index > 0))
+    assert len(cold) and len(warm)
+    # scrambling the id table changes warm items, never cold ones: they come from content alone
+    with torch.no_grad():
+        model.item_sparse.embedding_bags["t_item_id"].weight.normal_()
+        after = model.item_embeddings(rows)
+    assert torch.allclose(after[cold], items[cold])
+    assert not torch.allclose(after[warm], items[warm])
+
+
+def test_id_dropout_only_in_training(tiny_features):
+    fs = tiny_features
+    model = _model(fs, id_dropout=0.9)
+    warm = torch.from_numpy(np.flatnonzero(fs.items.id_index > 0)[:50])
+    with torch.no_grad():
+        a = model.item_embeddings(warm, drop_ids=False)
+        b = model.item_embeddings(warm, drop_ids=False)
+        torch.manual_seed(1)
+        c = model.item_embeddings(warm, drop_ids=True)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_unknown_features_are_refused():
+    with pytest.raises(ValueError, match="unknown feature"):
+        TwoTowerConfig(item_features=("style", "colour"))
+    with pytest.raises(ValueError, match="fusion"):
+        TwoTowerConfig(fusion="attention")
