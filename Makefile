@@ -34,6 +34,7 @@ test: venv
 bench: venv
 	$(BIN)/python benchmarks/synth.py
 	$(BIN)/python benchmarks/style_embed.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) workspace .pytest_cache

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import click
+import os
 
-from pipelines.data_jobs import data_group
-from pipelines.demo import demo
-from pipelines.style_jobs import style_group
-from pipelines.evaluate_job import evaluate_cmd
-from pipelines.train_job import train_cmd
-from pipelines.workspace import ENV_VAR, workdir as resolve_workdir
+# before numpy loads OpenBLAS: implicit's ALS is slow with a BLAS thread pool, and the
+# text model must never reach for a hub
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import click  # noqa: E402
+
+from pipelines.data_jobs import data_group  # noqa: E402
+from pipelines.demo import demo  # noqa: E402
+from pipelines.evaluate_job import evaluate_cmd  # noqa: E402
+from pipelines.style_jobs import style_group  # noqa: E402
+from pipelines.train_job import train_cmd  # noqa: E402
+from pipelines.workspace import ENV_VAR  # noqa: E402
+from pipelines.workspace import workdir as resolve_workdir  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

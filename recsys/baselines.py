@@ -60,7 +60,8 @@ class ImplicitMF:
         if self.kind == "als":
             model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization, alpha=self.alpha, iterations=self.iterations, random_state=self.seed)
         elif self.kind == "bpr":
-            model = BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate, regularization=self.regularization, iterations=self.iterations * 4, random_state=self.seed)
+            # one thread: implicit's BPR updates are lock-free across threads, hence not repeatable
+            model = BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate, regularization=self.regularization, iterations=self.iterations * 4, random_state=self.seed, num_threads=1)
         else:
             raise ValueError(f"unknown matrix factorisation {self.kind!r}")
         model.fit(matrix, show_progress=False)

@@ -62,9 +62,10 @@ def test_baselines_score_the_catalogue(tiny_features):
         if isinstance(model, ImplicitMF):  # items nobody interacted with cannot be scored by MF
             unseen = fs.popularity(before=t) == 0
             assert np.isneginf(scores[:, unseen]).all() and np.isfinite(scores[:, ~unseen]).all()
-    a = ImplicitMF("als", iterations=3, seed=1).fit(fs, t).scores(users, t)
-    b = ImplicitMF("als", iterations=3, seed=1).fit(fs, t).scores(users, t)
-    np.testing.assert_allclose(a, b)
+    for kind in ("als", "bpr"):
+        a = ImplicitMF(kind, iterations=3, seed=1).fit(fs, t).scores(users, t)
+        b = ImplicitMF(kind, iterations=3, seed=1).fit(fs, t).scores(users, t)
+        np.testing.assert_allclose(a, b)
 
 
 def test_missing_or_broken_style_embeddings_fail_before_training(tiny_embedded, tmp_path):
