@@ -147,7 +147,7 @@ def _first_reason(rules: list[tuple[str, pl.Expr]]) -> pl.Expr:
     return pl.coalesce([pl.when(cond).then(pl.lit(reason)) for reason, cond in rules]).alias("reason")
 
 
-def _ts_rules(name: str, raw: pl.DataFrame, cfg: ValidationConfig, now: dt.datetime) -> list[tuple[str, pl.Expr]]:
+def _ts_rules(name: str, cfg: ValidationConfig, now: dt.datetime) -> list[tuple[str, pl.Expr]]:
     raw_null = pl.col(f"__raw_{name}_null")
     return [
         ("bad_timestamp", pl.col(name).is_null() & ~raw_null),
@@ -156,22 +156,23 @@ def _ts_rules(name: str, raw: pl.DataFrame, cfg: ValidationConfig, now: dt.datet
     ]
 
 
-def _image_problem(root: Path, allowed_roots: list[Path], rel: str) -> str | None:
-    """None if ``rel`` names a decodable image inside the dataset, else the quarantine reason."""
+def _image_problem(root: Path, allowed_roots: list[Path], rel: str, decode: bool) -> str | None:
+    """None if ``rel`` names an image file inside the dataset (decodable, with ``decode``),
+    else the quarantine reason."""
     rel_path = Path(rel)
     if rel_path.is_absolute() or ".." in rel_path.parts:
         return "image_path_escapes_dataset"
-    full = root / rel_path
-    real = Path(os.path.realpath(full))
+    real = Path(os.path.realpath(root / rel_path))
     if not any(real == r or r in real.parents for r in allowed_roots):
         return "image_path_escapes_dataset"
     if not real.is_file():
         return "image_missing"
-    try:
-        with Image.open(real) as im:
-            im.load()
-    except Exception:
-        return "image_unreadable"
+    if decode:
+        try:
+            with Image.open(real) as im:
+                im.load()
+        except Exception:
+            return "image_unreadable"
     return None
 
 
@@ -183,20 +184,9 @@ def _image_problems(dd: DatasetDir, manifest: Manifest | None, paths: list[str],
         link = root / link_name
         if link.is_symlink():
             allowed.append(Path(os.path.realpath(link)))
-
-    def check(rel: str) -> tuple[str, str | None]:
-        if not decode:
-            rel_path = Path(rel)
-            if rel_path.is_absolute() or ".." in rel_path.parts:
-                return rel, "image_path_escapes_dataset"
-            real = Path(os.path.realpath(root / rel_path))
-            if not any(real == r or r in real.parents for r in allowed):
-                return rel, "image_path_escapes_dataset"
-            return rel, None if real.is_file() else "image_missing"
-        return rel, _image_problem(root, allowed, rel)
-
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return {rel: reason for rel, reason in pool.map(check, paths) if reason is not None}
+        problems = pool.map(lambda rel: _image_problem(root, allowed, rel, decode), paths)
+        return {rel: reason for rel, reason in zip(paths, problems, strict=True) if reason is not None}
 
 
 def _split(df: pl.DataFrame, raw: pl.DataFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -228,7 +218,7 @@ def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None
     rules = [
         ("null_key", pl.col("item_id").is_null() | (pl.col("item_id").str.strip_chars() == "")),
         ("bad_price", pl.col("price").is_not_null() & (pl.col("price").is_nan() | (pl.col("price") < 0))),
-        *_ts_rules("created_at", raw, cfg, now),
+        *_ts_rules("created_at", cfg, now),
         ("image_path_escapes_dataset", pl.col("__image_problem") == "image_path_escapes_dataset"),
         ("image_missing", pl.col("__image_problem") == "image_missing"),
         ("image_unreadable", pl.col("__image_problem") == "image_unreadable"),
@@ -268,7 +258,7 @@ def _validate_interactions(raw, users, items, cfg, now):
     df = _prepare(schema, raw)
     rules = [
         *_reference_rules(users.get_column("user_id"), items.get_column("item_id")),
-        *_ts_rules("ts", raw, cfg, now),
+        *_ts_rules("ts", cfg, now),
         ("unknown_event", ~pl.col("event").is_in(list(EVENT_TYPES)) | pl.col("event").is_null()),
         ("bad_quantity", pl.col("quantity").is_null() | (pl.col("quantity") < 1)),
         ("duplicate_event", _exact_duplicate([c for c in raw.columns])),
@@ -282,7 +272,7 @@ def _validate_reviews(raw, users, items, cfg, now):
     df = _prepare(schema, raw)
     rules = [
         *_reference_rules(users.get_column("user_id"), items.get_column("item_id")),
-        *_ts_rules("ts", raw, cfg, now),
+        *_ts_rules("ts", cfg, now),
         ("rating_out_of_range", pl.col("rating").is_null() | (pl.col("rating") < 1) | (pl.col("rating") > 5)),
         ("duplicate_review", _exact_duplicate([c for c in raw.columns])),
     ]

@@ -17,11 +17,10 @@ from data.validate import ValidatedDataset, load_dataset
 from pipelines.workspace import resolve_dataset
 from style.check import (
     chroma_histogram,
-    crop_precision_at_1,
+    crop_retrieval,
     histogram_intersection,
     knn_label_accuracy,
     mean_abs_diff,
-    random_crop,
     style_consistency,
 )
 from style.embeddings import STYLE_DIR, embed_catalogue, load_style_space
@@ -73,21 +72,13 @@ def run_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, n_cont
 
     crops = _sample_items(ds, space, n_crops, seed + 1)
     crop_images = {i: _open(root, p) for i, p in zip(crops["item_id"], crops["image_path"], strict=True)}
-    crop_source = crop_precision_at_1(transfer.encoder, space, crop_images, seed=seed)
-
     labels: dict[str, dict[str, str]] = {"category": dict(zip(ds.items["item_id"], ds.items["category"], strict=True))}
     truth = DatasetDir(root).ground_truth_dir / "items.parquet"
     if truth.is_file():
         gt = pl.read_parquet(truth)
         labels["style"] = dict(zip(gt["item_id"], gt["style"], strict=True))
+    crop = crop_retrieval(transfer.encoder, space, crop_images, labels.get("style"), seed=seed)
     knn = {name: knn_label_accuracy(space.unit, [lab[i] for i in space.ids.tolist()], k=10) for name, lab in labels.items()}
-    crop_same_style = None
-    if "style" in labels:
-        rng = np.random.default_rng(seed)
-        ids = list(crop_images)
-        q = space.normalise(transfer.encoder.embed([random_crop(crop_images[i], rng) for i in ids]))
-        top = space.ids[np.argmax(q @ space.unit.T, axis=1)]
-        crop_same_style = float(np.mean([labels["style"][str(t)] == labels["style"][i] for t, i in zip(top, ids, strict=True)]))
 
     content = contents[0]
     style_vec = transfer.encoder.embed([next(iter(styles.values()))])[0]
@@ -101,8 +92,8 @@ def run_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, n_cont
         "dataset": str(root),
         "encoder": f"{transfer.encoder.name} ({transfer.encoder.version})",
         "style_consistency": {"accuracy": consistency.accuracy, "contents": consistency.n_content, "styles": consistency.n_styles, "chance": 1 / consistency.n_styles, "confusion": consistency.confusion},
-        "crop_to_source_precision_at_1": crop_source,
-        "crop_to_same_style_precision_at_1": crop_same_style,
+        "crop_to_source_precision_at_1": crop["source"],
+        "crop_to_same_style_precision_at_1": crop.get("same_label"),
         "crops": len(crop_images),
         "knn10_label_accuracy": knn,
         "strength0_mean_abs_diff": mean_abs_diff(base, at_zero),

@@ -24,9 +24,6 @@ from recsys.evaluate import EvalConfig, evaluate, load_ground_truth, results_tab
 from recsys.features import FeatureSet, build_features
 from recsys.train import Trainer, TrainResult, TwoTowerRecommender
 
-CONTENT_FEATURES = {"style", "text", "user_style", "history_text"}
-
-
 @dataclass
 class TrainOutcome:
     run_id: str

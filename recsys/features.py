@@ -357,11 +357,3 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
     )
     return fs.with_vocab(("train",))
 
-
-def check_feature_names(names: list[str]) -> None:
-    """Refuse a config naming features the model does not know, before any work starts."""
-    known = {"item_id", "category", "price", "style", "text", "user_id", "history", "user_style", "user_text"}
-    unknown = sorted(set(names) - known)
-    if unknown:
-        raise ValueError(f"unknown feature(s) {unknown}; known: {sorted(known)}")
-

@@ -49,14 +49,20 @@ def random_crop(image: Image.Image, rng: np.random.Generator, min_frac: float = 
     return image.crop((x, y, x + cw, y + ch))
 
 
-def crop_precision_at_1(encoder: StyleEncoder, space: StyleSpace, images: dict[str, Image.Image], seed: int = 0) -> float:
-    """Share of crops whose nearest catalogue item in style is their own source image."""
+def crop_retrieval(encoder: StyleEncoder, space: StyleSpace, images: dict[str, Image.Image], labels: dict[str, str] | None = None, seed: int = 0) -> dict[str, float]:
+    """Precision@1 of random crops against the whole catalogue.
+
+    ``source``: the nearest item in style is the crop's own image; ``same_label`` (with
+    ``labels``): the nearest item has the crop's style label.
+    """
     rng = np.random.default_rng(seed)
     ids = list(images)
-    crops = [random_crop(images[i], rng) for i in ids]
-    queries = space.normalise(encoder.embed(crops))
-    nearest = np.argmax(queries @ space.unit.T, axis=1)
-    return float(np.mean(space.ids[nearest] == np.asarray(ids)))
+    queries = space.normalise(encoder.embed([random_crop(images[i], rng) for i in ids]))
+    nearest = space.ids[np.argmax(queries @ space.unit.T, axis=1)]
+    out = {"source": float(np.mean(nearest == np.asarray(ids)))}
+    if labels is not None:
+        out["same_label"] = float(np.mean([labels[str(n)] == labels[i] for n, i in zip(nearest, ids, strict=True)]))
+    return out
 
 
 @dataclass(frozen=True)
