@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import click
 
@@ -28,12 +27,10 @@ VARIANTS = {
 
 def load_registered(model_uri: str, fs):
     """A registered two-tower model (e.g. models:/stylerec@champion) for this dataset."""
-    import mlflow
-
     from recsys.bundle import load_bundle
 
-    local = Path(mlflow.artifacts.download_artifacts(f"{model_uri.rstrip('/')}/artifacts/bundle"))
-    return load_bundle(local, fs)
+    folder, _ = tracking.fetch_bundle(model_uri)
+    return load_bundle(folder, fs)
 
 
 def run_evaluation(

@@ -60,3 +60,38 @@ def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: flo
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, version.version)
     return str(version.version), promoted
+
+
+def use_store() -> str:
+    """Point MLflow at the configured store without choosing an experiment."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def fetch_bundle(model: str) -> tuple[Path, str]:
+    """A model bundle folder and its version label, from a folder or an MLflow model URI
+    (``models:/stylerec@champion``, ``models:/stylerec/3``, ``runs:/<id>/model``)."""
+    import hashlib
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(model)
+    if folder.is_dir():
+        digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()[:12]
+        return folder, f"bundle-{digest}"
+    use_store()
+    local = Path(mlflow.artifacts.download_artifacts(f"{model.rstrip('/')}/artifacts/bundle"))
+    label = model
+    if model.startswith("models:/"):
+        name_part = model[len("models:/"):]
+        client = MlflowClient()
+        if "@" in name_part:
+            name, alias = name_part.split("@", 1)
+            label = f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+        else:
+            label = name_part
+    return local, label
