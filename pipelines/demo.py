@@ -1,6 +1,7 @@
 """`stylerec demo`: the end-to-end job on the embedded default (StyleMart demo preset).
 
-Each stage re-uses what an earlier run already built, so a re-run is quick.
+Data, embeddings, text vectors and indexes are re-used by a re-run; the model is trained
+(and registered) again each time.
 """
 
 from __future__ import annotations
@@ -8,26 +9,44 @@ from __future__ import annotations
 import time
 
 import click
+import numpy as np
+import polars as pl
 
+from data.io import write_json
 from data.split import SplitConfig, load_or_create_split
 from data.stylemart import generate
 from data.summary import format_summary, summarise
 from data.validate import ValidationConfig, validate_dataset
-from data.io import write_json
 from pipelines import tracking
+from pipelines.candidates_job import CandidateJob, build_or_load_index, generate_candidates, index_dir, load_model
 from pipelines.evaluate_job import run_evaluation
 from pipelines.style_jobs import format_check, run_and_save_style_check, write_gallery
 from pipelines.train_job import format_metrics, train_and_track
 from pipelines.workspace import datasets_dir
+from recsys.config import load_run_config
+from recsys.index import IndexConfig
 from style.embeddings import STYLE_DIR, embed_catalogue
 from style.encoder import MagentaStyleEncoder
-from recsys.config import load_run_config
 from style.transfer import MagentaStyleTransfer
 
 
 def _stage(title: str) -> float:
     click.secho(f"\n== {title}", bold=True)
     return time.perf_counter()
+
+
+def example_users(ds, lm, cand_dir, n: int = 3, show: int = 5) -> str:
+    """A few users with their recent history and their first candidates, in words."""
+    titles = dict(zip(ds.items["item_id"], ds.items["title"], strict=True))
+    df = pl.read_parquet(cand_dir / "part-00000.parquet")
+    lines = []
+    for user in df["user_id"].unique(maintain_order=True).head(n):
+        hist = ds.interactions.filter(pl.col("user_id") == user).sort("ts", descending=True).head(show)
+        lines.append(f"user {user}: recently " + "; ".join(f"{e} '{titles[i]}'" for i, e in zip(hist["item_id"], hist["event"], strict=True)))
+        for row in df.filter(pl.col("user_id") == user).head(show).iter_rows(named=True):
+            because = f" (matches the style of '{titles[row['because_item_id']]}')" if row.get("because_item_id") else ""
+            lines.append(f"   {row['rank']:>3}. {titles[row['item_id']]} [{row['score']:.3f}]{because}")
+    return "\n".join(lines)
 
 
 @click.command("demo")
@@ -82,6 +101,20 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(format_metrics(results))
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
+    t0 = _stage("FAISS index and top-100 candidates for every user")
+    lm = load_model(ds, f"models:/{tracking.MODEL_NAME}/{trained.version}")
+    index, _ = build_or_load_index(lm, index_dir(wd, ds, lm.version), IndexConfig())
+    m = index.manifest
+    click.echo(f"{m.kind} index, {m.n_items:,} items, recall@{m.recall_k} vs exact {m.achieved_recall:.3f}")
+    cand_dir = wd / "candidates" / ds.manifest.name / lm.version.replace("/", "-")
+    summary = generate_candidates(lm, index, cand_dir, CandidateJob(k=100, explain=True), np.zeros(lm.fs.items.n, bool))
+    click.echo(
+        f"{summary['users']:,} users, {summary['parts']} parts, {summary['seconds']:.1f}s ({summary['users_per_s']:,.0f} users/s), "
+        f"catalogue coverage {summary['catalogue_coverage']:.3f}, mean score {summary['mean_score']:.4f}"
+    )
+    click.echo(example_users(ds, lm, cand_dir, n=3))
+    click.echo(f"({time.perf_counter() - t0:.1f}s)")
+
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:", bold=True)
     click.echo(f"  dataset            {root}")
     click.echo(f"  validation report  {root / 'validation_report.json'}")
@@ -92,5 +125,6 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(f"  style gallery      {gallery_png}")
     click.echo(f"  style check        {root / STYLE_DIR / 'style_check.json'}")
     click.echo(f"  offline evaluation {report}")
+    click.echo(f"  candidates         {cand_dir}")
     click.echo(f"  MLflow runs        train {trained.run_id}, evaluate {eval_run} in {uri}")
     click.echo(f"  MLflow UI          {tracking.ui_hint(uri)}")
