@@ -80,6 +80,11 @@ def run_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, n_cont
     crop = crop_retrieval(transfer.encoder, space, crop_images, labels.get("style"), seed=seed)
     knn = {name: knn_label_accuracy(space.unit, [lab[i] for i in space.ids.tolist()], k=10) for name, lab in labels.items()}
 
+    raw = space.vectors[np.random.default_rng(seed).choice(len(space.vectors), min(500, len(space.vectors)), replace=False)]
+    raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    raw_cos = raw @ raw.T
+    raw_mean_cosine = float(raw_cos[~np.eye(len(raw), dtype=bool)].mean())
+
     content = contents[0]
     style_vec = transfer.encoder.embed([next(iter(styles.values()))])[0]
     size = 256
@@ -96,6 +101,7 @@ def run_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, n_cont
         "crop_to_same_style_precision_at_1": crop.get("same_label"),
         "crops": len(crop_images),
         "knn10_label_accuracy": knn,
+        "raw_mean_cosine": raw_mean_cosine,
         "strength0_mean_abs_diff": mean_abs_diff(base, at_zero),
         "strength1_mean_abs_diff": mean_abs_diff(base, full),
         "keep_colors_chroma_hist_intersection": histogram_intersection(hist, chroma_histogram(kept)),
@@ -114,6 +120,7 @@ def format_check(r: dict) -> str:
         lines.append(f"  crop -> same style P@1 {r['crop_to_same_style_precision_at_1']:.3f}")
     for name, acc in r["knn10_label_accuracy"].items():
         lines.append(f"  kNN(10) {name + ' label':<15}{acc:.3f}")
+    lines.append(f"  raw vectors, mean pairwise cosine {r['raw_mean_cosine']:.3f} (why they are centred)")
     lines += [
         f"  strength 0: mean |render - content| = {r['strength0_mean_abs_diff']:.4f} (strength 1: {r['strength1_mean_abs_diff']:.4f})",
         f"  keep-colors: chroma histogram intersection with the content {r['keep_colors_chroma_hist_intersection']:.3f} (without: {r['full_style_chroma_hist_intersection']:.3f})",
