@@ -20,13 +20,12 @@ from tqdm.auto import tqdm
 
 from data.dataset import DatasetError
 from data.io import write_json, write_parquet
-from data.split import load_or_create_split
 from data.validate import ValidatedDataset, load_dataset
 from pipelines import tracking
 from pipelines.workspace import resolve_dataset
-from recsys.bundle import feature_config_from, load_bundle, read_bundle_config
+from recsys.bundle import load_for_dataset
 from recsys.candidates import explain_by_style, filter_top_k, steer_queries, style_direction
-from recsys.features import EVENT_CODES, FeatureSet, build_features
+from recsys.features import EVENT_CODES, FeatureSet
 from recsys.index import CandidateIndex, IndexConfig, IndexMismatchError
 from recsys.model import TwoTower
 from recsys.train import TwoTowerRecommender
@@ -59,11 +58,9 @@ class LoadedModel:
         return int(self.fs.ev_ts.max()) + 1
 
 
-def load_model(ds: ValidatedDataset, model: str) -> LoadedModel:
+def load_model(ds: ValidatedDataset, model: str, allow_new_items: bool = False) -> LoadedModel:
     folder, version = tracking.fetch_bundle(model)
-    meta = read_bundle_config(folder)
-    fs = build_features(ds, load_or_create_split(ds), feature_config_from(meta))
-    net, fs = load_bundle(folder, fs)
+    net, fs = load_for_dataset(folder, ds, allow_new_items)
     return LoadedModel(net, fs, version, TwoTowerRecommender(net, fs))
 
 
@@ -224,7 +221,10 @@ def index_build(ctx, dataset, model_uri, kind, k, target_recall):
 def index_add_items(ctx, dataset, model_uri):
     """Embed items that arrived after training (content only) and add them to the index."""
     ds = load_dataset(resolve_dataset(dataset, ctx.obj["workdir"]))
-    lm = load_model(ds, model_uri)
+    try:
+        lm = load_model(ds, model_uri, allow_new_items=True)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
     folder = index_dir(ctx.obj["workdir"], ds, lm.version)
     try:
         idx = CandidateIndex.load(folder, model_version=lm.version)

@@ -25,12 +25,12 @@ VARIANTS = {
 }
 
 
-def load_registered(model_uri: str, fs):
-    """A registered two-tower model (e.g. models:/stylerec@champion) for this dataset."""
-    from recsys.bundle import load_bundle
+def load_registered(model_uri: str, ds: ValidatedDataset):
+    """A registered two-tower model (e.g. models:/stylerec@champion) and its features for ``ds``."""
+    from recsys.bundle import load_for_dataset
 
     folder, _ = tracking.fetch_bundle(model_uri)
-    return load_bundle(folder, fs)
+    return load_for_dataset(folder, ds)
 
 
 def run_evaluation(
@@ -61,7 +61,7 @@ def run_evaluation(
         to_train = [(name, dataclasses.replace(config.model, **VARIANTS[name])) for name in variants]
         if model_uri:
             started = time.perf_counter()
-            model, mfs = load_registered(model_uri, fs)
+            model, mfs = load_registered(model_uri, ds)
             results["two-tower"] = evaluate(TwoTowerRecommender(model, mfs), mfs, eval_cfg, truth_style)
             timings["two-tower"] = time.perf_counter() - started
             echo(f"  {'two-tower (' + model_uri + ')':<22} recall@50 {results['two-tower']['all']['recall@50']:.4f}")

@@ -14,17 +14,13 @@ from mlflow.models import set_model
 
 class StyleRecModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from data.split import load_or_create_split
         from data.validate import load_dataset
-        from recsys.bundle import feature_config_from, load_bundle, read_bundle_config
-        from recsys.features import build_features
+        from recsys.bundle import load_for_dataset, read_bundle_config
         from recsys.train import TwoTowerRecommender
 
         folder = context.artifacts["bundle"]
-        meta = read_bundle_config(folder)
-        ds = load_dataset(meta["dataset_path"])
-        fs = build_features(ds, load_or_create_split(ds), feature_config_from(meta))
-        model, self.fs = load_bundle(folder, fs)
+        ds = load_dataset(read_bundle_config(folder)["dataset_path"])
+        model, self.fs = load_for_dataset(folder, ds)
         self.recommender = TwoTowerRecommender(model, self.fs)
         self.row = {u: i for i, u in enumerate(self.fs.user_ids.tolist())}
 

@@ -126,6 +126,7 @@ def train_and_track(ds: ValidatedDataset, config: RunConfig, workdir: Path, resu
                 Path(tmp) / "bundle", result.model, result.features,
                 vocab_folds=("train", "val") if config.train.refit else ("train",),
                 extra={"dataset_path": str(ds.dir.root.resolve()), "run_id": run.info.run_id, "config": config.to_json()},
+                tables_sha256=ds.manifest.content_sha256,
             )
             rec = TwoTowerRecommender(result.model, result.features)
             item_vecs = rec.item_matrix().numpy()

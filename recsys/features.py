@@ -20,7 +20,7 @@ from data.split import Split, assign_folds
 from data.validate import ValidatedDataset
 from style.embeddings import load_style_space
 from recsys.text import TEXT_DIM, CachedTextEmbedder
-from style.space import DEFAULT_EVENT_WEIGHTS
+from style.space import DEFAULT_EVENT_WEIGHTS, StyleSpace
 
 DAY = 86_400
 _KEY = np.int64(1 << 34)  # user_row * _KEY + seconds: one sortable key per (user, time)
@@ -36,6 +36,16 @@ class FeatureConfig:
     popularity_buckets: int = 20
     eval_events: tuple[str, ...] = ("click", "cart", "purchase")
     review_text_weight: float = 0.5  # item text = (1-w) * title/description + w * mean review text
+
+
+@dataclass(frozen=True)
+class ItemEncoders:
+    """How raw item attributes become model inputs; frozen into a trained model's bundle so
+    items that arrive later are encoded exactly as the training catalogue was."""
+
+    categories: tuple[str, ...]
+    price_edges: tuple[float, ...]
+    style_mean: tuple[float, ...] | None
 
 
 @dataclass
@@ -101,6 +111,7 @@ class FeatureSet:
     rv_cumsum: np.ndarray  # (R + 1, 384)
     style_dim: int
     fingerprint: str
+    encoders: ItemEncoders
 
     @property
     def n_users(self) -> int:
@@ -237,13 +248,17 @@ def _event_code(name: str) -> int:
     return EVENT_CODES[name]
 
 
-def _price_buckets(price: np.ndarray, n: int) -> np.ndarray:
-    """Quantile buckets 1..n of the finite values; 0 for NaN (unknown)."""
-    known = np.isfinite(price)
-    out = np.zeros(len(price), np.int64)
-    if known.any():
-        edges = np.quantile(price[known], np.linspace(0, 1, n + 1)[1:-1])
-        out[known] = np.searchsorted(edges, price[known], side="right") + 1
+def _quantile_edges(values: np.ndarray, n: int) -> np.ndarray:
+    known = values[np.isfinite(values)]
+    return np.quantile(known, np.linspace(0, 1, n + 1)[1:-1]) if known.size else np.zeros(0)
+
+
+def _price_buckets(values: np.ndarray, n: int, edges: np.ndarray | None = None) -> np.ndarray:
+    """Quantile buckets 1..n of the finite values (or of given ``edges``); 0 for NaN (unknown)."""
+    edges = _quantile_edges(values, n) if edges is None else np.asarray(edges)
+    known = np.isfinite(values)
+    out = np.zeros(len(values), np.int64)
+    out[known] = np.searchsorted(edges, values[known], side="right") + 1
     return out
 
 
@@ -252,8 +267,18 @@ def _item_texts(ds: ValidatedDataset, ids: np.ndarray) -> list[str]:
     return [f"{t or ''}. {d or ''}".strip(" .") for t, d in zip(items["title"].to_list(), items["description"].to_list(), strict=True)]
 
 
-def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | None = None, require_style: bool = True) -> FeatureSet:
-    """Compute (or load from cache) every frozen feature of ``ds`` under ``split``."""
+def build_features(
+    ds: ValidatedDataset,
+    split: Split,
+    config: FeatureConfig | None = None,
+    require_style: bool = True,
+    encoders: ItemEncoders | None = None,
+) -> FeatureSet:
+    """Compute (or load from cache) every frozen feature of ``ds`` under ``split``.
+
+    ``encoders`` (from a trained model's bundle) fix the category list, price buckets and
+    style centre; without them they are derived from this catalogue.
+    """
     cfg = config or FeatureConfig()
     root = ds.dir.root
     feat_dir = root / FEATURES_DIR
@@ -288,6 +313,8 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
     if space is not None:
         rows = np.array([item_row[i] for i in space.ids.tolist() if i in item_row], np.int64)
         keep = np.array([i in item_row for i in space.ids.tolist()])
+        if encoders is not None and encoders.style_mean is not None:
+            space = StyleSpace(space.ids, space.vectors, np.asarray(encoders.style_mean, np.float32))
         style[rows] = space.unit[keep]
         has_style[rows] = True
 
@@ -314,13 +341,20 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
         text[has] = (1 - w) * text[has] + w * mean_reviews
         text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
 
-    categories = sorted(set(items_sorted["category"].drop_nulls().to_list()))
+    prices = items_sorted["price"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    if encoders is None:
+        encoders = ItemEncoders(
+            categories=tuple(sorted(set(items_sorted["category"].drop_nulls().to_list()))),
+            price_edges=tuple(float(e) for e in _quantile_edges(prices, cfg.price_buckets)),
+            style_mean=tuple(float(v) for v in space.mean) if space is not None else None,
+        )
+    categories = list(encoders.categories)
     cat_index = {c: i + 1 for i, c in enumerate(categories)}
     items = ItemTable(
         ids=item_ids,
         id_index=np.zeros(len(item_ids), np.int64),  # set by with_vocab below
         category=np.array([cat_index.get(c, 0) for c in items_sorted["category"].to_list()], np.int64),
-        price_bucket=_price_buckets(items_sorted["price"].cast(pl.Float64).fill_null(float("nan")).to_numpy(), cfg.price_buckets),
+        price_bucket=_price_buckets(prices, cfg.price_buckets, np.asarray(encoders.price_edges)),
         popularity_bucket=np.zeros(len(item_ids), np.int64),  # set by with_vocab below
         style=style,
         has_style=has_style,
@@ -354,6 +388,7 @@ def build_features(ds: ValidatedDataset, split: Split, config: FeatureConfig | N
         rv_cumsum=rv_cumsum,
         style_dim=style_dim,
         fingerprint=ds.manifest.fingerprint,
+        encoders=encoders,
     )
     return fs.with_vocab(("train",))
 

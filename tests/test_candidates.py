@@ -53,7 +53,7 @@ def bundle(tiny_embedded, tmp_path_factory):
     fs = build_features(ds, load_or_create_split(ds))
     result = Trainer(fs, TwoTowerConfig(), TrainConfig(epochs=2, batch_size=64, val_users=None), progress=False).fit()
     folder = tmp_path_factory.mktemp("bundle") / "model"
-    return save_bundle(folder, result.model, result.features, ("train", "val"), {"dataset_path": str(tiny_embedded)})
+    return save_bundle(folder, result.model, result.features, ("train", "val"), {"dataset_path": str(tiny_embedded)}, ds.manifest.content_sha256)
 
 
 def test_candidates_filter_resume_and_explain(tiny_embedded, bundle, tmp_path):
@@ -136,3 +136,51 @@ def test_cli_index_and_candidates(tiny_embedded, bundle, tmp_path, monkeypatch):
     assert "1 item id(s) not in the catalogue" in result.output and "300 users" in result.output
     df = pl.read_parquet(tmp_path / "out" / "part-00000.parquet")
     assert "I000001" not in set(df["item_id"])
+
+
+def test_new_items_join_the_index_without_retraining(tiny_embedded, bundle, tmp_path, monkeypatch):
+    from data.dataset import DatasetDir, DatasetError
+    from style.embeddings import embed_catalogue
+    from style.encoder import MagentaStyleEncoder
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_embedded, root)
+    wd = ["--workdir", str(tmp_path / "wd")]
+    runner = CliRunner()
+    assert runner.invoke(cli, [*wd, "index", "build", str(root), "--model", str(bundle), "--k", "20"]).exit_code == 0
+    before = load_model(load_dataset(root), str(bundle))
+    old_vectors = before.recommender.item_matrix().numpy()
+
+    # five items arrive after training: new ids, photos, text, and a category never seen
+    dd = DatasetDir(root)
+    items = dd.read_raw("items")
+    new = items.head(5).with_columns(
+        (pl.lit("I9") + pl.col("item_id").str.slice(2)).alias("item_id"),
+        pl.lit("hat").alias("category"),
+        (pl.lit("images/new_") + pl.col("item_id") + pl.lit(".jpg")).alias("image_path"),
+    )
+    for old_path, new_path in zip(items.head(5)["image_path"], new["image_path"], strict=True):
+        shutil.copy(root / old_path, root / new_path)
+    dd.write_table("items", pl.concat([items, new]))
+    manifest = dd.manifest()
+    dd.write_manifest(manifest.name, manifest.source, manifest.params, manifest.linked_dirs, manifest.extra)
+    grown = load_dataset(root)
+    embed_catalogue(root, grown.items, MagentaStyleEncoder(), progress=False)
+
+    with pytest.raises(DatasetError, match="only a catalogue that grew"):
+        load_model(grown, str(bundle))
+    result = runner.invoke(cli, [*wd, "index", "add-items", str(root), "--model", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert "added 5 new items (index now 245)" in result.output
+
+    after = load_model(grown, str(bundle), allow_new_items=True)
+    rows = [after.fs.items.ids.tolist().index(i) for i in before.fs.items.ids]
+    np.testing.assert_allclose(after.recommender.item_matrix().numpy()[rows], old_vectors, atol=1e-6)
+    assert (after.fs.items.category[[after.fs.items.ids.tolist().index(i) for i in new["item_id"]]] == 0).all()
+
+    # a dataset whose behaviour changed is refused even with new items allowed
+    dd.write_table("interactions", dd.read_raw("interactions").head(100))
+    dd.write_manifest(manifest.name, manifest.source, manifest.params)
+    with pytest.raises(DatasetError, match="changed tables"):
+        load_model(load_dataset(root), str(bundle), allow_new_items=True)
