@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv browser demo test bench clean
 
 venv: $(STAMP)
 
@@ -25,10 +25,14 @@ $(STAMP): pyproject.toml requirements/torch.txt $(TORCHREC_REQUIREMENTS)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# Debian's Chromium renders the A/B report in a test (headless screenshot and DOM)
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
 demo: venv
 	$(BIN)/stylerec demo
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -12,6 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import click  # noqa: E402
 
+from pipelines.ab_job import ab_group  # noqa: E402
 from pipelines.candidates_job import candidates_cmd, index_group  # noqa: E402
 from pipelines.data_jobs import data_group  # noqa: E402
 from pipelines.demo import demo  # noqa: E402
@@ -38,6 +39,7 @@ cli.add_command(train_cmd)
 cli.add_command(evaluate_cmd)
 cli.add_command(index_group)
 cli.add_command(candidates_cmd)
+cli.add_command(ab_group)
 cli.add_command(demo)
 
 
