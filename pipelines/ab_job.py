@@ -109,3 +109,12 @@ def report_cmd(assignments, events, aggregated, config_path, sequential, out, no
     click.echo(f"report: {json_path}\nHTML:   {html_path}")
     if not no_mlflow:
         click.echo(f"MLflow run {log_report(report, json_path, html_path)}")
+
+
+def _register_simulate() -> None:
+    from pipelines.ab_simulate import simulate_cmd
+
+    ab_group.add_command(simulate_cmd)
+
+
+_register_simulate()

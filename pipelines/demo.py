@@ -12,17 +12,20 @@ import click
 import numpy as np
 import polars as pl
 
-from data.io import write_json
+from data.io import write_json, write_parquet
 from data.split import SplitConfig, load_or_create_split
 from data.stylemart import generate
 from data.summary import format_summary, summarise
 from data.validate import ValidationConfig, validate_dataset
 from pipelines import tracking
+from pipelines.ab_job import build_report, log_report, write_report
+from pipelines.ab_simulate import simulate_experiment
 from pipelines.candidates_job import CandidateJob, build_or_load_index, generate_candidates, index_dir, load_model
 from pipelines.evaluate_job import run_evaluation
 from pipelines.style_jobs import format_check, run_and_save_style_check, write_gallery
 from pipelines.train_job import format_metrics, train_and_track
 from pipelines.workspace import datasets_dir
+from recsys.ab_analysis import ABConfig
 from recsys.config import load_run_config
 from recsys.index import IndexConfig
 from style.embeddings import STYLE_DIR, embed_catalogue
@@ -115,6 +118,20 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(example_users(ds, lm, cand_dir, n=3))
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
+    t0 = _stage("simulated A/B test on StyleMart's ground-truth shoppers: two-tower vs ALS")
+    assignments, events, sim = simulate_experiment(ds, "als", f"models:/{tracking.MODEL_NAME}/{trained.version}", n_users=4000, days=14, seed=0)
+    ab_dir = wd / "ab" / f"{ds.manifest.name}-als-vs-two-tower"
+    write_parquet(assignments, ab_dir / "assignments.parquet")
+    write_parquet(events, ab_dir / "events.parquet")
+    write_json(sim, ab_dir / "simulation.json")
+    e = sim["expected_purchases_per_user"]
+    click.echo(f"expected purchases per user: ALS {e['control']:.4f}, two-tower {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
+    report, quarantine = build_report(assignments, events, None, ABConfig(covariate="pre_purchases", attribution_days=14))
+    ab_json, ab_html = write_report(report, quarantine, ab_dir / "report")
+    ab_run = log_report(report, ab_json, ab_html)
+    click.echo(report["verdict"])
+    click.echo(f"({time.perf_counter() - t0:.1f}s)")
+
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:", bold=True)
     click.echo(f"  dataset            {root}")
     click.echo(f"  validation report  {root / 'validation_report.json'}")
@@ -126,5 +143,6 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(f"  style check        {root / STYLE_DIR / 'style_check.json'}")
     click.echo(f"  offline evaluation {report}")
     click.echo(f"  candidates         {cand_dir}")
-    click.echo(f"  MLflow runs        train {trained.run_id}, evaluate {eval_run} in {uri}")
+    click.echo(f"  A/B report         {ab_html}")
+    click.echo(f"  MLflow runs        train {trained.run_id}, evaluate {eval_run}, A/B report {ab_run.split()[0]} in {uri}")
     click.echo(f"  MLflow UI          {tracking.ui_hint(uri)}")

@@ -84,6 +84,8 @@ def load_for_dataset(folder: Path, ds: ValidatedDataset, allow_new_items: bool =
     """
     folder = Path(folder)
     meta = read_bundle_config(folder)
+    if "encoders" not in meta or not (folder / ITEMS).is_file():
+        raise DatasetError(f"{folder}: bundle written by an older stylerec (no frozen item encoders); train the model again")
     trained_ids = pl.read_parquet(folder / ITEMS)["item_id"].to_numpy()
     if ds.manifest.fingerprint != meta["dataset_fingerprint"]:
         changed = [t for t in BEHAVIOUR_TABLES if ds.manifest.content_sha256.get(t) != meta["tables_sha256"].get(t)]
