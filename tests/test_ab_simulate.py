@@ -43,3 +43,24 @@ def test_simulated_experiment_closes_the_loop(tiny_embedded, tmp_path, monkeypat
     assert report["inputs"]["events_used"] == events.height and report["inputs"]["events_after_attribution_window"] == 0
     assert report["metrics"]["conversion"]["treatment"]["mean"]["treatment"] == assignments.join(events.select("user_id").unique(), on="user_id").filter(pl.col("variant") == "treatment").height / summary["users"]["treatment"]
     assert "report.html" in result.output
+
+
+def test_aa_simulation_on_the_storefront_rejects_at_about_alpha(tiny_embedded):
+    """Same policy in both arms, many seeds: the conversion test rejects in about 5 % of runs."""
+    from data.stylemart.storefront import simulate_visits
+    from recsys.ab_stats import compare_proportions
+
+    world = load_world(tiny_embedded)
+    n_users = len(world.user_ids)
+    start = int(world.catalogue.created_s.max())
+    shown = np.argsort(-world.catalogue.quality)[:10][None, :].repeat(n_users, axis=0)  # one policy for everyone
+    rejections, runs = 0, 400
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        arm = rng.random(n_users) < 0.5
+        exposure = start + (rng.random(n_users) * 3 * 86_400).astype(np.int64)
+        events, _ = simulate_visits(world, np.arange(n_users), exposure, start + 7 * 86_400, shown, rng)
+        converted = np.isin(world.user_ids, events["user_id"].unique().to_numpy())
+        c = compare_proportions(int(converted[~arm].sum()), int((~arm).sum()), int(converted[arm].sum()), int(arm.sum()))
+        rejections += c.abs_lift.p_value < 0.05
+    assert 0.025 <= rejections / runs <= 0.08
