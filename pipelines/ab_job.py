@@ -11,7 +11,7 @@ import polars as pl
 from data.io import atomic_path, write_json, write_parquet
 from pipelines import tracking
 from pipelines.ab_html import render
-from recsys.ab_analysis import ABConfig, ABInputError, InputCounts, analyse, clean_assignments, from_aggregated, per_user_metrics
+from recsys.ab_analysis import ABConfig, ABInputError, analyse, clean_assignments, from_aggregated, per_user_metrics
 
 AB_EXPERIMENT = "ab-reports"
 

@@ -126,10 +126,10 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     write_json(sim, ab_dir / "simulation.json")
     e = sim["expected_purchases_per_user"]
     click.echo(f"expected purchases per user: ALS {e['control']:.4f}, two-tower {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
-    report, quarantine = build_report(assignments, events, None, ABConfig(covariate="pre_purchases", attribution_days=14))
-    ab_json, ab_html = write_report(report, quarantine, ab_dir / "report")
-    ab_run = log_report(report, ab_json, ab_html)
-    click.echo(report["verdict"])
+    ab_report, quarantine = build_report(assignments, events, None, ABConfig(covariate="pre_purchases", attribution_days=14))
+    ab_json, ab_html = write_report(ab_report, quarantine, ab_dir / "report")
+    ab_run = log_report(ab_report, ab_json, ab_html)
+    click.echo(ab_report["verdict"])
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:", bold=True)

@@ -26,7 +26,7 @@ class Popularity:
     window_days: float | None = None
     name: str = "popularity"
 
-    def fit(self, fs: FeatureSet, before: int) -> "Popularity":
+    def fit(self, fs: FeatureSet, before: int) -> Popularity:
         after = None if self.window_days is None else before - int(self.window_days * DAY)
         sel = fs.ev_ts < before
         if after is not None:
@@ -51,7 +51,7 @@ class ImplicitMF:
     seed: int = 0
     name: str = "als"
 
-    def fit(self, fs: FeatureSet, before: int) -> "ImplicitMF":
+    def fit(self, fs: FeatureSet, before: int) -> ImplicitMF:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from implicit.cpu.als import AlternatingLeastSquares
         from implicit.cpu.bpr import BayesianPersonalizedRanking
@@ -87,7 +87,7 @@ class ContentKNN:
     content: str = "style"
     name: str = "style-knn"
 
-    def fit(self, fs: FeatureSet, before: int) -> "ContentKNN":
+    def fit(self, fs: FeatureSet, before: int) -> ContentKNN:
         self.fs = fs
         self.vectors = fs.items.style if self.content == "style" else fs.items.text
         return self

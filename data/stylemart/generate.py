@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 from tqdm.auto import tqdm
 
 from data.dataset import DatasetDir, Manifest
