@@ -1,7 +1,7 @@
 """`stylerec demo`: the end-to-end job on the embedded default (StyleMart demo preset).
 
-Data, embeddings, text vectors and indexes are re-used by a re-run; the model is trained
-(and registered) again each time.
+A re-run re-uses the data, embeddings, text vectors, indexes, and the model registered
+for this dataset and config.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pipelines.ab_simulate import simulate_experiment
 from pipelines.candidates_job import CandidateJob, build_or_load_index, generate_candidates, index_dir, load_model
 from pipelines.evaluate_job import run_evaluation
 from pipelines.style_jobs import format_check, run_and_save_style_check, write_gallery
-from pipelines.train_job import format_metrics, train_and_track
+from pipelines.train_job import config_sha256, format_metrics, train_and_track
 from pipelines.workspace import datasets_dir
 from recsys.ab_analysis import ABConfig
 from recsys.config import load_run_config
@@ -91,21 +91,28 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
 
     t0 = _stage("train the two-tower model (MLflow experiment stylerec/offline-eval)")
     config = load_run_config(None)
-    trained = train_and_track(ds, config, wd)
-    r = trained.result
-    click.echo(f"best epoch {r.best_epoch}, validation Recall@50 {r.best_val_recall_50:.4f}; refit on train+validation")
-    click.echo(f"registered {tracking.MODEL_NAME} version {trained.version}; champion {'moved to it' if trained.promoted else 'unchanged'}")
+    earlier = tracking.find_trained(ds.manifest.fingerprint, config_sha256(config))
+    if earlier is not None:
+        version, train_run = str(earlier.version), earlier.tags.get("run_id", "?")
+        click.echo(f"re-using {tracking.MODEL_NAME} version {version}, trained on this dataset with this config (validation Recall@50 {float(earlier.tags['val_recall_50']):.4f}); `stylerec train` trains anew")
+    else:
+        trained = train_and_track(ds, config, wd)
+        version, train_run = trained.version, trained.run_id
+        r = trained.result
+        click.echo(f"best epoch {r.best_epoch}, validation Recall@50 {r.best_val_recall_50:.4f}; refit on train+validation")
+        click.echo(f"registered {tracking.MODEL_NAME} version {version}; champion {'moved to it' if trained.promoted else 'unchanged'}")
+    model_uri = f"models:/{tracking.MODEL_NAME}/{version}"
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
     t0 = _stage("offline evaluation against the baselines (same split, same protocol)")
-    results, eval_run, uri = run_evaluation(ds, config, model_uri=f"models:/{tracking.MODEL_NAME}/{trained.version}", echo=click.echo)
+    results, eval_run, uri = run_evaluation(ds, config, model_uri=model_uri, echo=click.echo)
     report = wd / "reports" / f"offline-eval-{ds.manifest.name}.json"
     write_json({"dataset": ds.manifest.name, "run_id": eval_run, "results": results}, report)
     click.echo(format_metrics(results))
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
     t0 = _stage("FAISS index and top-100 candidates for every user")
-    lm = load_model(ds, f"models:/{tracking.MODEL_NAME}/{trained.version}")
+    lm = load_model(ds, model_uri)
     index, _ = build_or_load_index(lm, index_dir(wd, ds, lm.version), IndexConfig())
     m = index.manifest
     click.echo(f"{m.kind} index, {m.n_items:,} items, recall@{m.recall_k} vs exact {m.achieved_recall:.3f}")
@@ -119,7 +126,7 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
     t0 = _stage("simulated A/B test on StyleMart's ground-truth shoppers: two-tower vs ALS")
-    assignments, events, sim = simulate_experiment(ds, "als", f"models:/{tracking.MODEL_NAME}/{trained.version}", n_users=4000, days=14, seed=0)
+    assignments, events, sim = simulate_experiment(ds, "als", model_uri, n_users=4000, days=14, seed=0)
     ab_dir = wd / "ab" / f"{ds.manifest.name}-als-vs-two-tower"
     write_parquet(assignments, ab_dir / "assignments.parquet")
     write_parquet(events, ab_dir / "events.parquet")
@@ -144,5 +151,5 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     click.echo(f"  offline evaluation {report}")
     click.echo(f"  candidates         {cand_dir}")
     click.echo(f"  A/B report         {ab_html}")
-    click.echo(f"  MLflow runs        train {trained.run_id}, evaluate {eval_run}, A/B report {ab_run.split()[0]} in {uri}")
+    click.echo(f"  MLflow runs        train {train_run}, evaluate {eval_run}, A/B report {ab_run.split()[0]} in {uri}")
     click.echo(f"  MLflow UI          {tracking.ui_hint(uri)}")

@@ -46,7 +46,7 @@ def champion_score(client, metric: str = "val_recall_50") -> float | None:
     return float(value) if value is not None else None
 
 
-def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: float, dataset_fingerprint: str) -> tuple[str, bool]:
+def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: float, dataset_fingerprint: str, config_sha256: str = "") -> tuple[str, bool]:
     """Register ``model_uri`` as a version of ``stylerec``; move ``champion`` to it only if it
     beats the current champion on validation Recall@50. Returns (version, promoted)."""
     import mlflow
@@ -55,6 +55,7 @@ def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: flo
     client.set_model_version_tag(MODEL_NAME, version.version, "val_recall_50", f"{val_recall_50:.6f}")
     client.set_model_version_tag(MODEL_NAME, version.version, "dataset_fingerprint", dataset_fingerprint)
     client.set_model_version_tag(MODEL_NAME, version.version, "run_id", run_id)
+    client.set_model_version_tag(MODEL_NAME, version.version, "config_sha256", config_sha256)
     current = champion_score(client)
     promoted = current is None or val_recall_50 > current
     if promoted:
@@ -95,3 +96,20 @@ def fetch_bundle(model: str) -> tuple[Path, str]:
         else:
             label = name_part
     return local, label
+
+
+def find_trained(dataset_fingerprint: str, config_sha256: str):
+    """The newest registered version trained on this dataset with this config, or None."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    use_store()
+    try:
+        versions = MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
+    except MlflowException:
+        return None
+    matching = [
+        v for v in versions
+        if v.tags.get("dataset_fingerprint") == dataset_fingerprint and v.tags.get("config_sha256") == config_sha256
+    ]
+    return max(matching, key=lambda v: int(v.version), default=None)

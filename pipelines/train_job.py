@@ -41,9 +41,12 @@ def features_for(ds: ValidatedDataset, config: RunConfig) -> FeatureSet:
     return build_features(ds, split, config.features, require_style=uses_style)
 
 
+def config_sha256(config: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_json(), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def checkpoint_dir(workdir: Path, ds: ValidatedDataset, config: RunConfig) -> Path:
-    digest = hashlib.sha256(json.dumps(config.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{digest}"
+    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{config_sha256(config)[:12]}"
 
 
 def training_curve(history):
@@ -150,7 +153,7 @@ def train_and_track(ds: ValidatedDataset, config: RunConfig, workdir: Path, resu
             )
         if register:
             version, promoted = tracking.register_and_promote(
-                mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint
+                mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, config_sha256(config)
             )
             mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
     return TrainOutcome(run.info.run_id, result, test, version, promoted, uri)
