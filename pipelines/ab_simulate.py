@@ -34,6 +34,9 @@ BUILTIN = ("popularity", "als", "random")
 
 @dataclass
 class RandomPolicy:
+    """Random slots: the floor any recommender should beat."""
+
+    n_items: int
     seed: int = 0
     name: str = "random"
 
@@ -47,9 +50,7 @@ def make_policy(spec: str, ds: ValidatedDataset, fs: FeatureSet, time: int, seed
     if spec == "als":
         return ImplicitMF("als", seed=seed).fit(fs, time)
     if spec == "random":
-        policy = RandomPolicy(seed)
-        policy.n_items = fs.items.n
-        return policy
+        return RandomPolicy(fs.items.n, seed)
     return load_model(ds, spec).recommender
 
 

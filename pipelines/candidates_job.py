@@ -25,7 +25,7 @@ from pipelines import tracking
 from pipelines.workspace import resolve_dataset
 from recsys.bundle import load_for_dataset
 from recsys.candidates import explain_by_style, filter_top_k, steer_queries, style_direction
-from recsys.features import EVENT_CODES, FeatureSet
+from recsys.features import FeatureSet
 from recsys.index import CandidateIndex, IndexConfig, IndexMismatchError
 from recsys.model import TwoTower
 from recsys.train import TwoTowerRecommender
@@ -83,15 +83,6 @@ def build_or_load_index(lm: LoadedModel, folder: Path, config: IndexConfig, rebu
     idx = CandidateIndex.build(items, lm.fs.items.ids, queries, config, model_version=lm.version)
     idx.save(folder)
     return idx, True
-
-
-def _bought(fs: FeatureSet, users: np.ndarray, before: int) -> list[np.ndarray]:
-    out = []
-    for u in users:
-        a, b = fs.ev_start[u], fs.ev_start[u + 1]
-        sel = (fs.ev_event[a:b] == EVENT_CODES["purchase"]) & (fs.ev_ts[a:b] < before)
-        out.append(np.unique(fs.ev_item[a:b][sel]))
-    return out
 
 
 def read_exclusions(path: Path | None, fs: FeatureSet) -> tuple[np.ndarray, int, str | None]:
@@ -156,7 +147,7 @@ def generate_candidates(
         queries = lm.recommender.user_matrix(users, lm.query_time).numpy()
         if steer_vec is not None:
             queries = steer_queries(queries, steer_vec, job.steer)
-        own = _bought(fs, users, lm.query_time) if job.drop_bought else [np.zeros(0, np.int64)] * len(users)
+        own = fs.items_before(users, lm.query_time, event="purchase") if job.drop_bought else [np.zeros(0, np.int64)] * len(users)
         fetch = min(index.manifest.n_items, job.k + int(excluded.sum()) + max((len(o) for o in own), default=0))
         scores, idx_rows = index.search(queries, fetch)
         rows = np.where(idx_rows >= 0, fs_row_of_index[np.maximum(idx_rows, 0)], -1)

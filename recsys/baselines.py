@@ -14,11 +14,6 @@ import numpy as np
 from recsys.features import DAY, FeatureSet
 
 
-def _rows_normalised(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norm > 0, x / np.maximum(norm, 1e-12), 0.0)
-
-
 @dataclass
 class Popularity:
     """Most interacted items (event-weighted), over all history or a recent window."""
@@ -93,11 +88,7 @@ class ContentKNN:
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        ub = self.fs.user_batch(users, np.full(len(users), time))
-        rows = np.repeat(np.arange(len(users)), ub.hist_lengths)
-        profile = np.zeros((len(users), self.vectors.shape[1]), np.float64)
-        np.add.at(profile, rows, self.vectors[ub.hist_items] * ub.hist_weights[:, None])
-        return (_rows_normalised(profile).astype(np.float32)) @ self.vectors.T
+        return self.fs.history_profile(users, time, self.vectors) @ self.vectors.T
 
 
 def default_baselines(seed: int = 0) -> list:

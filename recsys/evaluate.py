@@ -72,20 +72,10 @@ def recommend(model: Recommender, fs: FeatureSet, users: np.ndarray, time: int, 
         batch = users[start : start + chunk]
         scores = np.asarray(model.scores(batch, time), np.float32).copy()
         if mask_seen:
-            for row, seen in enumerate(fs.seen_before(batch, time)):
+            for row, seen in enumerate(fs.items_before(batch, time)):
                 scores[row, seen] = -np.inf
         out.append(top_k(scores, k))
     return np.concatenate(out) if out else np.zeros((0, k), np.int64)
-
-
-def user_style_profiles(fs: FeatureSet, users: np.ndarray, time: int) -> np.ndarray:
-    """Centred, L2-normalised style profiles of users at ``time`` (zeros without history)."""
-    ub = fs.user_batch(users, np.full(len(users), time))
-    rows = np.repeat(np.arange(len(users)), ub.hist_lengths)
-    prof = np.zeros((len(users), fs.items.style.shape[1]), np.float64)
-    np.add.at(prof, rows, fs.items.style[ub.hist_items] * ub.hist_weights[:, None])
-    norm = np.linalg.norm(prof, axis=1, keepdims=True)
-    return np.where(norm > 0, prof / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
 def evaluate(model: Recommender, fs: FeatureSet, config: EvalConfig = EvalConfig(), truth_style: GroundTruthStyle | None = None) -> dict[str, dict[str, float]]:
@@ -113,7 +103,7 @@ def evaluate(model: Recommender, fs: FeatureSet, config: EvalConfig = EvalConfig
             results[name] = metrics.ranking_metrics(recs[sel], [t for t, s in zip(truth, sel, strict=True) if s], config.ks)
 
     popularity = fs.popularity(before=time)
-    profiles = user_style_profiles(fs, users, time)
+    profiles = fs.history_profile(users, time, fs.items.style)
     beyond = results["all"]
     for k in config.ks:
         beyond[f"coverage@{k}"] = metrics.coverage_at_k(recs, fs.items.n, k)

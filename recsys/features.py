@@ -216,14 +216,27 @@ class FeatureSet:
         users = grouped["u"].to_numpy()
         return users, [np.asarray(x, np.int64) for x in grouped["i"].to_list()], np.full(len(users), start, np.int64)
 
-    def seen_before(self, users: np.ndarray, time: int) -> list[np.ndarray]:
-        """Items each user interacted with before ``time`` (to mask from recommendations)."""
+    def items_before(self, users: np.ndarray, time: int, event: str | None = None) -> list[np.ndarray]:
+        """Items each user interacted with before ``time`` (only ``event`` events if given):
+        masked from recommendations, or dropped as already bought."""
         out = []
         for u in users:
             a, b = self.ev_start[u], self.ev_start[u + 1]
             sel = self.ev_ts[a:b] < time
+            if event is not None:
+                sel &= self.ev_event[a:b] == EVENT_CODES[event]
             out.append(np.unique(self.ev_item[a:b][sel]))
         return out
+
+    def history_profile(self, users: np.ndarray, time: int, vectors: np.ndarray) -> np.ndarray:
+        """L2-normalised weighted mean of ``vectors`` over each user's history at ``time``
+        (the weights of :meth:`user_batch`); zeros for users without history."""
+        ub = self.user_batch(users, np.full(len(users), time))
+        rows = np.repeat(np.arange(len(users)), ub.hist_lengths)
+        profile = np.zeros((len(users), vectors.shape[1]), np.float64)
+        np.add.at(profile, rows, vectors[ub.hist_items] * ub.hist_weights[:, None])
+        norm = np.linalg.norm(profile, axis=1, keepdims=True)
+        return np.where(norm > 0, profile / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
     def popularity(self, before: int, after: int | None = None) -> np.ndarray:
         sel = self.ev_ts < before

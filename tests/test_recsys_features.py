@@ -13,7 +13,6 @@ def test_history_only_sees_the_past(tiny_features):
     ub = fs.user_batch(ex.user[idx], ex.time[idx])
     rows = np.repeat(np.arange(len(idx)), ub.hist_lengths)
     # each history event is strictly before its query time and belongs to the same user
-    starts = np.repeat(np.cumsum(ub.hist_lengths) - ub.hist_lengths, ub.hist_lengths)
     assert (ub.hist_lengths <= fs.config.history_len).all()
     for q in range(len(idx)):
         a, b = fs.ev_start[ex.user[idx[q]]], fs.ev_start[ex.user[idx[q]] + 1]
@@ -23,14 +22,13 @@ def test_history_only_sees_the_past(tiny_features):
         assert ex.item[idx[q]] not in ub.hist_items[rows == q]
     sums = np.bincount(rows, ub.hist_weights, minlength=len(idx))
     assert np.allclose(sums[ub.hist_lengths > 0], 1.0, atol=1e-5)
-    del starts
 
 
 def test_truth_masks_items_seen_before_the_fold(tiny_features):
     fs = tiny_features
     users, truth, times = fs.truth("test", mask_seen=True)
     _, unmasked, _ = fs.truth("test", mask_seen=False)
-    seen = fs.seen_before(users, int(times[0]))
+    seen = fs.items_before(users, int(times[0]))
     for t, s in zip(truth, seen, strict=True):
         assert not np.isin(t, s).any()
     assert sum(map(len, unmasked)) >= sum(map(len, truth))
