@@ -32,7 +32,7 @@ def main() -> None:
     from recsys.baselines import ImplicitMF
     from recsys.features import build_features
     from recsys.model import TwoTowerConfig
-    from recsys.train import Trainer, TrainConfig, build_model
+    from recsys.train import Trainer, TrainConfig
     from style.embeddings import embed_catalogue
     from style.encoder import MagentaStyleEncoder
 
@@ -48,9 +48,7 @@ def main() -> None:
     trainer = Trainer(fs, TwoTowerConfig(), config, progress=False)
     examples = fs.training_examples("train")
     log_q = torch.from_numpy(fs.item_log_q(examples))
-    model = build_model(fs, TwoTowerConfig(), 0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    loss, seen, seconds = trainer._run_epoch(model, optimizer, fs, examples, log_q, epoch=0)
+    loss, seen, seconds = trainer.run_epoch(trainer.start(fs), fs, examples, log_q, epoch=0)
     per_s = seen / seconds
 
     train_interactions = int((fs.ev_fold == "train").sum())

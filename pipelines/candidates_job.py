@@ -22,6 +22,7 @@ from data.dataset import DatasetError
 from data.io import write_json, write_parquet
 from data.validate import ValidatedDataset, load_dataset
 from pipelines import tracking
+from pipelines.ranks import Ranks, launch
 from pipelines.workspace import resolve_dataset
 from recsys.bundle import load_for_dataset
 from recsys.candidates import explain_by_style, filter_top_k, steer_queries, style_direction
@@ -110,18 +111,21 @@ def generate_candidates(
     excluded: np.ndarray,
     progress: bool = True,
     max_parts: int | None = None,
+    ranks: Ranks | None = None,
 ) -> dict:
-    """Write every user's top-k candidates to ``out``; returns the summary. Resumable."""
+    """Write every user's top-k candidates to ``out``; returns the summary. Resumable.
+
+    Under torchrun each rank writes the parts ``rank, rank + world, ...``: the same files,
+    with the same users in each, as one process writes. Rank 0 pins the job first and
+    writes the summary once every rank is done."""
     fs = lm.fs
-    out.mkdir(parents=True, exist_ok=True)
+    ranks = ranks or Ranks()
     params = {**asdict(job), "model_version": lm.version, "index": asdict(index.manifest), "dataset": fs.fingerprint, "query_time": lm.query_time}
-    job_file = out / JOB_FILE
-    if job_file.is_file():
-        previous = json.loads(job_file.read_text())
-        if previous != json.loads(json.dumps(params, default=str)):
-            raise click.ClickException(f"{out} holds candidates of a different job ({job_file}); choose another --out or delete it")
-    else:
-        write_json(params, job_file)
+    if ranks.is_main:
+        _pin_job(out, params)
+    ranks.barrier()
+    if not ranks.is_main:
+        _pin_job(out, params)
 
     steer_vec = None
     if job.steer_item is not None:
@@ -136,7 +140,7 @@ def generate_candidates(
     n_parts = -(-fs.n_users // job.chunk_size)
     started = time.perf_counter()
     written = skipped = users_done = 0
-    for part in tqdm(range(n_parts), desc="candidates", unit="part", disable=not progress or None):
+    for part in tqdm(range(ranks.rank, n_parts, ranks.world), desc="candidates", unit="part", disable=not (progress and ranks.is_main) or None):
         path = out / f"part-{part:05d}.parquet"
         if path.is_file():
             skipped += 1
@@ -169,14 +173,28 @@ def generate_candidates(
         written += 1
         users_done += len(users)
     seconds = time.perf_counter() - started
+    written, skipped, users_done = (int(v) for v in ranks.total([written, skipped, users_done]))
+    (seconds,) = ranks.total([seconds], op="max")
+    ranks.barrier()  # every rank's parts are on disk
     complete = all((out / f"part-{p:05d}.parquet").is_file() for p in range(n_parts))
     summary = {"users": int(fs.n_users), "parts": n_parts, "parts_written": written, "parts_reused": skipped, "complete": complete, "seconds": seconds, "users_per_s": users_done / max(seconds, 1e-9)}
-    if complete:
+    if complete and ranks.is_main:
         all_parts = pl.scan_parquet(str(out / "part-*.parquet"))
         stats = all_parts.select(pl.col("item_id").n_unique().alias("items"), pl.col("score").mean().alias("mean_score"), pl.len().alias("rows")).collect()
         summary.update(catalogue_coverage=stats["items"][0] / fs.items.n, mean_score=float(stats["mean_score"][0]), rows=int(stats["rows"][0]), model_version=lm.version, k=job.k)
         write_json(summary, out / SUMMARY_FILE)
     return summary
+
+
+def _pin_job(out: Path, params: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    job_file = out / JOB_FILE
+    if job_file.is_file():
+        previous = json.loads(job_file.read_text())
+        if previous != json.loads(json.dumps(params, default=str)):
+            raise click.ClickException(f"{out} holds candidates of a different job ({job_file}); choose another --out or delete it")
+    else:
+        write_json(params, job_file)
 
 
 @click.group("index")
@@ -241,9 +259,36 @@ def index_add_items(ctx, dataset, model_uri):
 @click.option("--steer", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--explain", is_flag=True, help="add, per candidate, the user's history item closest in style")
 @click.option("--index-kind", type=click.Choice(["auto", "flat", "ivf", "hnsw"]), default="auto", show_default=True)
+@click.option("--nproc", type=click.IntRange(min=1), default=None, help="split the users between N ranks of this machine (torchrun)")
 @click.pass_context
-def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind):
-    """Top-K candidates for every user of DATASET, in resumable parquet parts."""
+def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind, nproc):
+    """Top-K candidates for every user of DATASET, in resumable parquet parts.
+
+    Started by torchrun (or with --nproc N), each rank writes its share of the parts."""
+    if nproc is not None:
+        args = ["--workdir", str(ctx.obj["workdir"]), "candidates", *_forwarded(ctx)]
+        ctx.exit(launch(nproc, "pipelines.cli", args))
+    ranks = Ranks.from_env()
+    try:
+        _candidates(ctx, ranks, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind)
+    finally:
+        ranks.close()
+
+
+def _forwarded(ctx: click.Context) -> list[str]:
+    """This command's arguments as given, less --nproc (for the torchrun relaunch)."""
+    args, params = [], ctx.params
+    args.append(params["dataset"])
+    for param in ctx.command.params:
+        name, value = param.name, params.get(param.name)
+        if name in ("dataset", "nproc") or value is None or value is False:
+            continue
+        flag = param.opts[0]
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+def _candidates(ctx, ranks: Ranks, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind):
     import mlflow
 
     try:
@@ -254,12 +299,20 @@ def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exc
         raise click.ClickException(str(exc)) from exc
     if unknown:
         click.echo(f"exclusion list: {unknown:,} item id(s) not in the catalogue (ignored)")
-    idx, built = build_or_load_index(lm, index_dir(ctx.obj["workdir"], ds, lm.version), _index_config(index_kind, k, 0.95))
+    folder = index_dir(ctx.obj["workdir"], ds, lm.version)
+    if ranks.is_main:  # one rank builds (and tunes) the index, the others load it
+        idx, built = build_or_load_index(lm, folder, _index_config(index_kind, k, 0.95))
+    ranks.barrier()
+    if not ranks.is_main:
+        idx, built = build_or_load_index(lm, folder, _index_config(index_kind, k, 0.95))
     m = idx.manifest
-    click.echo(f"index: {'built' if built else 'loaded'} {m.kind}, {m.n_items:,} items, params {m.params}, recall@{m.recall_k} {m.achieved_recall:.3f}")
+    if ranks.is_main:
+        click.echo(f"index: {'built' if built else 'loaded'} {m.kind}, {m.n_items:,} items, params {m.params}, recall@{m.recall_k} {m.achieved_recall:.3f}")
     out = Path(out) if out else ctx.obj["workdir"] / "candidates" / ds.manifest.name
     job = CandidateJob(k, chunk_size, not keep_bought, steer_style_item, steer if steer_style_item else 0.0, explain, sha)
-    summary = generate_candidates(lm, idx, out, job, excluded)
+    summary = generate_candidates(lm, idx, out, job, excluded, ranks=ranks)
+    if not ranks.is_main:
+        return
     uri = tracking.setup("stylerec/candidates")
     with mlflow.start_run(run_name=f"candidates-{ds.manifest.name}"):
         mlflow.log_params({**{f"job.{k2}": v for k2, v in asdict(job).items()}, "model_version": lm.version, "index_kind": m.kind, "out": str(out)})

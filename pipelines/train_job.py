@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from data.dataset import DatasetError
 from data.split import load_or_create_split
 from data.validate import ValidatedDataset, load_dataset
 from pipelines import tracking
+from pipelines.train import training_options
 from pipelines.workspace import resolve_dataset
 from recsys.bundle import save_bundle
 from recsys.config import ConfigError, RunConfig, load_run_config
@@ -46,7 +49,10 @@ def config_sha256(config: RunConfig) -> str:
 
 
 def checkpoint_dir(workdir: Path, ds: ValidatedDataset, config: RunConfig) -> Path:
-    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{config_sha256(config)[:12]}"
+    """Checkpoints of one dataset + config. The epoch budget and patience are left out of
+    the key, so ``--resume --epochs N`` continues a run with a larger budget."""
+    budgetless = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=0, patience=0))
+    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{config_sha256(budgetless)[:12]}"
 
 
 def training_curve(history):
@@ -85,12 +91,30 @@ def recall_by_slice_figure(results: dict[str, dict[str, dict[str, float]]], k: i
     return fig
 
 
-def train_and_track(ds: ValidatedDataset, config: RunConfig, workdir: Path, resume: bool = False, progress: bool = True, register: bool = True) -> TrainOutcome:
+TrainerFactory = Callable[[FeatureSet, Path, Callable | None], Trainer]
+
+
+def train_and_track(
+    ds: ValidatedDataset, config: RunConfig, workdir: Path, resume: bool = False, progress: bool = True, register: bool = True,
+    make_trainer: TrainerFactory | None = None, is_main: bool = True, run_params: dict | None = None,
+) -> TrainOutcome | None:
+    """Train, evaluate on the test fold, log to MLflow and register.
+
+    ``make_trainer(fs, checkpoint_dir, on_epoch)`` builds the trainer (default: one
+    process). Under torchrun every rank calls this; only the main rank (``is_main``)
+    touches MLflow, evaluates and registers, the others train and return None."""
+    fs = features_for(ds, config)
+    ckpt = checkpoint_dir(workdir, ds, config)
+    if make_trainer is None:
+        def make_trainer(fs, ckpt, on_epoch):
+            return Trainer(fs, config.model, config.train, checkpoint_dir=ckpt, progress=progress, on_epoch=on_epoch)
+    if not is_main:
+        make_trainer(fs, ckpt, None).fit(resume=resume)
+        return None
+
     import mlflow
 
     uri = tracking.setup(tracking.OFFLINE_EVAL)
-    fs = features_for(ds, config)
-    ckpt = checkpoint_dir(workdir, ds, config)
     with mlflow.start_run(run_name=f"train-{ds.manifest.name}") as run:
         mlflow.log_params(config.flat_params())
         split_json = fs.split.to_json()
@@ -102,10 +126,11 @@ def train_and_track(ds: ValidatedDataset, config: RunConfig, workdir: Path, resu
             "split": json.dumps(split_json["config"], default=str),
             "split_test_start": split_json["test_start"],
             "resume": resume,
+            **(run_params or {}),
         })
-        trainer = Trainer(
-            fs, config.model, config.train, checkpoint_dir=ckpt, progress=progress,
-            on_epoch=lambda log: mlflow.log_metrics(
+        trainer = make_trainer(
+            fs, ckpt,
+            lambda log: mlflow.log_metrics(
                 {"loss": log.loss, "val_recall_50": log.val_recall_50, "examples_per_s": log.examples_per_s, "epoch_seconds": log.seconds},
                 step=log.epoch,
             ),
@@ -171,14 +196,25 @@ def format_metrics(results: dict[str, dict[str, dict[str, float]]], k: int = 50,
 
 
 @click.command("train")
-@click.argument("dataset")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML with [model], [train], [features]")
-@click.option("--seed", type=int, default=None, help="overrides [train] seed")
-@click.option("--epochs", type=int, default=None, help="overrides [train] epochs")
-@click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same dataset and config")
+@training_options
+@click.option("--nproc", type=click.IntRange(min=1), default=None, help="train on N ranks of this machine (torchrun, TorchRec DistributedModelParallel)")
 @click.pass_context
-def train_cmd(ctx, dataset, config_path, seed, epochs, resume):
-    """Train the style-aware two-tower model on DATASET, evaluate it, log and register it."""
+def train_cmd(ctx, dataset, config_path, seed, epochs, resume, sharding, nproc):
+    """Train the style-aware two-tower model on DATASET, evaluate it, log and register it.
+
+    With --nproc N it runs `torchrun --standalone --nproc_per_node=N -m pipelines.train`
+    with the same arguments."""
+    if nproc is not None:
+        from pipelines.ranks import launch
+
+        args = [dataset, "--workdir", str(ctx.obj["workdir"])]
+        for flag, value in (("--config", config_path), ("--seed", seed), ("--epochs", epochs), ("--sharding", sharding)):
+            if value is not None:
+                args += [flag, str(value)]
+        args += ["--resume"] if resume else []
+        ctx.exit(launch(nproc, "pipelines.train", args))
+    if sharding is not None:
+        raise click.UsageError("--sharding needs --nproc")
     overrides = {"train": {k: v for k, v in (("seed", seed), ("epochs", epochs)) if v is not None}}
     try:
         config = load_run_config(config_path, overrides)
@@ -186,6 +222,10 @@ def train_cmd(ctx, dataset, config_path, seed, epochs, resume):
         out = train_and_track(ds, config, ctx.obj["workdir"], resume=resume)
     except (ConfigError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
+    report(out)
+
+
+def report(out: TrainOutcome) -> None:
     r = out.result
     click.echo(f"best epoch {r.best_epoch} (validation Recall@50 {r.best_val_recall_50:.4f}); {len(r.history)} epochs run")
     click.echo(format_metrics({"two-tower": out.test}))

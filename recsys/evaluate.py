@@ -35,6 +35,8 @@ class EvalConfig:
     max_users: int | None = None  # evaluate a seeded sample of users (validation)
     seed: int = 0
     chunk: int = 1024
+    shard: tuple[int, int] | None = None  # (rank, world size): this rank's share of the users
+
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -84,6 +86,9 @@ def evaluate(model: Recommender, fs: FeatureSet, config: EvalConfig = EvalConfig
     if config.max_users is not None and len(users) > config.max_users:
         pick = np.sort(np.random.default_rng(config.seed).choice(len(users), config.max_users, replace=False))
         users, truth = users[pick], [truth[i] for i in pick]
+    if config.shard is not None:
+        rank, world = config.shard
+        users, truth = users[rank::world], truth[rank::world]
     if len(users) == 0:
         return {}
     time = int(times[0])

@@ -162,6 +162,8 @@ class TwoTower(nn.Module):
         self.item_fusion = Fusion(item_dims, c.hidden, c.dim, c.fusion)
         self.user_fusion = Fusion(user_dims, c.hidden, c.dim, c.fusion)
 
+    ITEM_TABLES = ("item_id_index", "item_category", "item_price", "item_popularity", "item_style", "item_text")
+
     @staticmethod
     def item_tables(fs: FeatureSet) -> dict[str, torch.Tensor]:
         it = fs.items
@@ -176,14 +178,18 @@ class TwoTower(nn.Module):
 
     # -- towers ----------------------------------------------------------------------
 
-    def item_embeddings(self, rows: torch.Tensor, drop_ids: bool = False) -> torch.Tensor:
+    def item_embeddings(self, rows: torch.Tensor, drop_ids: bool = False, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Item vectors; ``keep`` (bool per row) overrides the random id dropout, so that a
+        distributed trainer can draw the masks of a global batch once and split them."""
         parts = []
         if self.item_sparse is not None:
             values, lengths = [], []
             # behaviour-derived inputs (id, popularity) are dropped together at random in
             # training, so the model learns what an item that nobody has seen yet looks like
             kept = torch.ones_like(rows, dtype=torch.bool)
-            if drop_ids and self.config.id_dropout > 0:
+            if keep is not None:
+                kept = keep
+            elif drop_ids and self.config.id_dropout > 0:
                 kept = torch.rand(rows.shape, device=rows.device) >= self.config.id_dropout
             for key in self.item_keys:
                 if key == "item_id":
@@ -210,7 +216,9 @@ class TwoTower(nn.Module):
         parts = []
         uid = batch["user_index"]
         keep_ids = torch.ones_like(uid, dtype=torch.bool)
-        if drop_ids and self.config.user_id_dropout > 0:
+        if "keep_ids" in batch:  # masks drawn by the caller (see item_embeddings)
+            keep_ids = batch["keep_ids"]
+        elif drop_ids and self.config.user_id_dropout > 0:
             keep_ids = torch.rand(uid.shape) >= self.config.user_id_dropout
         if self.user_sparse is not None:
             keep = (uid > 0) & keep_ids
@@ -234,8 +242,8 @@ class TwoTower(nn.Module):
         out = torch.zeros(lengths.shape[0], table.shape[1])
         return out.index_add_(0, rows, table[batch["hist_items"]] * batch["hist_weights"][:, None])
 
-    def forward(self, batch: dict[str, torch.Tensor], item_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_embeddings(batch, drop_ids=self.training), self.item_embeddings(item_rows, drop_ids=self.training)
+    def forward(self, batch: dict[str, torch.Tensor], item_rows: torch.Tensor, item_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_embeddings(batch, drop_ids=self.training), self.item_embeddings(item_rows, drop_ids=self.training, keep=item_keep)
 
 
 def user_batch_tensors(ub: UserBatch) -> dict[str, torch.Tensor]:

@@ -39,6 +39,7 @@ class TrainConfig:
     threads: int | None = None
     max_batches_per_epoch: int | None = None  # for smoke tests and benchmarks
     refit: bool = True  # after early stopping, retrain on train + validation for the chosen epochs
+    sparse_lr: float = 0.05  # distributed training: Adagrad step of the fused (sharded) embedding tables
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -101,7 +102,22 @@ def load_weights(model: TwoTower, path: Path) -> None:
     model.load_state_dict(load_file(str(path)))
 
 
+@dataclass
+class TrainingRun:
+    """What one training pass holds: the module the steps run through (the model itself,
+    or its ``DistributedModelParallel`` wrapper), the model, and the optimizer(s)."""
+
+    module: torch.nn.Module
+    model: TwoTower
+    optimizer: torch.optim.Optimizer
+
+
 class Trainer:
+    """Single-process trainer. ``DistributedTrainer`` (recsys/distributed_train.py) overrides
+    the hooks marked below and keeps the loop, the early stopping and the refit."""
+
+    is_main = True  # writes checkpoints and reports epochs
+
     def __init__(
         self,
         fs: FeatureSet,
@@ -116,6 +132,69 @@ class Trainer:
         self.on_epoch = on_epoch
         self.progress = progress
 
+    # -- hooks ---------------------------------------------------------------------
+
+    def start(self, fs: FeatureSet) -> TrainingRun:
+        model = build_model(fs, self.mcfg, self.tcfg.seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        return TrainingRun(model, model, optimizer)
+
+    def full_model(self, run: TrainingRun) -> TwoTower:
+        """The trained model as one plain module (here: the model itself)."""
+        return run.model
+
+    def validation_recall(self, model: TwoTower) -> float:
+        cfg = EvalConfig(fold="val", ks=(50,), max_users=self.tcfg.val_users, seed=self.tcfg.seed)
+        res = evaluate(TwoTowerRecommender(model, self.fs), self.fs, cfg)
+        return float(res["all"]["recall@50"]) if res else 0.0
+
+    def step(self, run: TrainingRun, fs: FeatureSet, examples: Examples, idx: np.ndarray, log_q: torch.Tensor) -> float:
+        """One optimizer step on the examples ``idx``; returns the batch loss."""
+        cfg = self.tcfg
+        users, items, times = examples.user[idx], examples.item[idx], examples.time[idx]
+        batch = user_batch_tensors(fs.user_batch(users, times))
+        item_rows = torch.from_numpy(items)
+        user_vec, item_vec = run.module(batch, item_rows)
+        neg_vec = neg_q = None
+        if cfg.extra_negatives:
+            neg_rows = torch.randint(0, fs.items.n, (cfg.extra_negatives,))
+            neg_vec = run.model.item_embeddings(neg_rows, drop_ids=True)
+            neg_q = torch.full((cfg.extra_negatives,), float(np.log(1.0 / fs.items.n)))
+        loss = sampled_softmax_loss(user_vec, item_vec, item_rows, log_q[item_rows], self.mcfg.temperature, neg_vec, neg_q)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        return loss.item()
+
+    def save_checkpoint(self, run: TrainingRun, epoch: int, state: dict) -> None:
+        if self.checkpoint_dir is None:
+            return
+        d = self.checkpoint_dir
+        d.mkdir(parents=True, exist_ok=True)
+        save_weights(run.model, d / f"epoch-{epoch:03d}.safetensors")
+        with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:
+            torch.save(run.optimizer.state_dict(), tmp)
+        write_json(state, d / "state.json")  # last: names the newest complete checkpoint
+
+    def load_checkpoint(self, run: TrainingRun) -> dict | None:
+        state = self._checkpoint_state()
+        if state is not None:
+            epoch = state["epoch"]
+            load_weights(run.model, self.checkpoint_dir / f"epoch-{epoch:03d}.safetensors")
+            run.optimizer.load_state_dict(torch.load(self.checkpoint_dir / f"epoch-{epoch:03d}.optim.pt", weights_only=True))
+        return state
+
+    def save_best(self, model: TwoTower) -> None:
+        if self.checkpoint_dir is not None and self.is_main:
+            save_weights(model, self.checkpoint_dir / "best.safetensors")
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _checkpoint_state(self) -> dict | None:
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "state.json").is_file():
+            return None
+        return json.loads((self.checkpoint_dir / "state.json").read_text())
+
     def _batches(self, examples: Examples, epoch: int):
         rng = np.random.default_rng([self.tcfg.seed, epoch])
         order = rng.permutation(len(examples))
@@ -126,30 +205,6 @@ class Trainer:
         for b in range(n):
             yield order[b * bs : (b + 1) * bs]
 
-    def validation_recall(self, model: TwoTower) -> float:
-        cfg = EvalConfig(fold="val", ks=(50,), max_users=self.tcfg.val_users, seed=self.tcfg.seed)
-        res = evaluate(TwoTowerRecommender(model, self.fs), self.fs, cfg)
-        return float(res["all"]["recall@50"]) if res else 0.0
-
-    def _save_checkpoint(self, model, optimizer, epoch: int, state: dict) -> None:
-        if self.checkpoint_dir is None:
-            return
-        d = self.checkpoint_dir
-        d.mkdir(parents=True, exist_ok=True)
-        save_weights(model, d / f"epoch-{epoch:03d}.safetensors")
-        with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:
-            torch.save(optimizer.state_dict(), tmp)
-        write_json(state, d / "state.json")  # last: names the newest complete checkpoint
-
-    def _load_checkpoint(self, model, optimizer) -> dict | None:
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / "state.json").is_file():
-            return None
-        state = json.loads((self.checkpoint_dir / "state.json").read_text())
-        epoch = state["epoch"]
-        load_weights(model, self.checkpoint_dir / f"epoch-{epoch:03d}.safetensors")
-        optimizer.load_state_dict(torch.load(self.checkpoint_dir / f"epoch-{epoch:03d}.optim.pt", weights_only=True))
-        return state
-
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.tcfg
         if cfg.threads:
@@ -159,11 +214,10 @@ class Trainer:
         if len(examples) == 0:
             raise ValueError("no training examples in the train fold")
         log_q = torch.from_numpy(fs.item_log_q(examples))
-        model = build_model(fs, self.mcfg, cfg.seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        run = self.start(fs)
         history: list[EpochLog] = []
         best_epoch, best_recall, bad_epochs, start_epoch = -1, -1.0, 0, 0
-        state = self._load_checkpoint(model, optimizer) if resume else None
+        state = self.load_checkpoint(run) if resume else None
         if state is not None:
             history = [EpochLog(**h) for h in state["history"]]
             best_epoch, best_recall, bad_epochs = state["best_epoch"], state["best_val_recall_50"], state["bad_epochs"]
@@ -174,23 +228,24 @@ class Trainer:
             if bad_epochs >= cfg.patience:
                 stopped = True
                 break
-            loss, seen, seconds = self._run_epoch(model, optimizer, fs, examples, log_q, epoch)
+            loss, seen, seconds = self.run_epoch(run, fs, examples, log_q, epoch)
+            model = self.full_model(run)
             recall = self.validation_recall(model)
             log = EpochLog(epoch, loss, recall, seconds, seen / max(seconds, 1e-9))
             history.append(log)
             if recall > best_recall:
                 best_recall, best_epoch, bad_epochs = recall, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if self.checkpoint_dir is not None:
-                    save_weights(model, self.checkpoint_dir / "best.safetensors")
+                self.save_best(model)
             else:
                 bad_epochs += 1
-            self._save_checkpoint(
-                model, optimizer, epoch,
+            self.save_checkpoint(
+                run, epoch,
                 {"epoch": epoch, "best_epoch": best_epoch, "best_val_recall_50": best_recall, "bad_epochs": bad_epochs, "history": [asdict(h) for h in history]},
             )
-            if self.on_epoch:
+            if self.on_epoch and self.is_main:
                 self.on_epoch(log)
+        model = self.full_model(run)
         if best_state is not None:
             model.load_state_dict(best_state)
         elif self.checkpoint_dir is not None and (self.checkpoint_dir / "best.safetensors").is_file():
@@ -198,7 +253,7 @@ class Trainer:
         if cfg.refit and best_epoch >= 0:
             model, fs = self._refit(best_epoch + 1)
         model.eval()
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and self.is_main:
             save_weights(model, self.checkpoint_dir / "final.safetensors")
         return TrainResult(model, fs, best_epoch, best_recall, history, stopped)
 
@@ -207,35 +262,20 @@ class Trainer:
         fs = self.fs.with_vocab(("train", "val"))
         examples = fs.training_examples(("train", "val"))
         log_q = torch.from_numpy(fs.item_log_q(examples))
-        model = build_model(fs, self.mcfg, self.tcfg.seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=self.tcfg.lr, weight_decay=self.tcfg.weight_decay)
+        run = self.start(fs)
         for epoch in range(epochs):
-            self._run_epoch(model, optimizer, fs, examples, log_q, epoch, desc=f"refit {epoch}")
-        return model, fs
+            self.run_epoch(run, fs, examples, log_q, epoch, desc=f"refit {epoch}")
+        return self.full_model(run), fs
 
-    def _run_epoch(self, model, optimizer, fs: FeatureSet, examples: Examples, log_q: torch.Tensor, epoch: int, desc: str | None = None) -> tuple[float, int, float]:
+    def run_epoch(self, run: TrainingRun, fs: FeatureSet, examples: Examples, log_q: torch.Tensor, epoch: int, desc: str | None = None) -> tuple[float, int, float]:
         """One pass over shuffled examples: (mean loss, examples seen, seconds)."""
-        cfg = self.tcfg
-        model.train()
-        torch.manual_seed(cfg.seed * 1000 + epoch)
+        run.module.train()
+        torch.manual_seed(self.tcfg.seed * 1000 + epoch)
         started = time.perf_counter()
-        n_items = fs.items.n
-        uniform_log_q = torch.full((max(cfg.extra_negatives, 1),), float(np.log(1.0 / n_items)))
         losses, seen = [], 0
         batches = list(self._batches(examples, epoch))
-        for idx in tqdm(batches, desc=desc or f"epoch {epoch}", unit="batch", disable=not self.progress or None, leave=False):
-            users, items, times = examples.user[idx], examples.item[idx], examples.time[idx]
-            batch = user_batch_tensors(fs.user_batch(users, times))
-            item_rows = torch.from_numpy(items)
-            user_vec, item_vec = model(batch, item_rows)
-            neg_vec = neg_q = None
-            if cfg.extra_negatives:
-                neg_rows = torch.randint(0, n_items, (cfg.extra_negatives,))
-                neg_vec, neg_q = model.item_embeddings(neg_rows, drop_ids=True), uniform_log_q
-            loss = sampled_softmax_loss(user_vec, item_vec, item_rows, log_q[item_rows], self.mcfg.temperature, neg_vec, neg_q)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        show = self.progress and self.is_main
+        for idx in tqdm(batches, desc=desc or f"epoch {epoch}", unit="batch", disable=not show or None, leave=False):
+            losses.append(self.step(run, fs, examples, idx, log_q))
             seen += len(idx)
         return float(np.mean(losses)), seen, time.perf_counter() - started
