@@ -30,7 +30,10 @@ def training_options(command):
         click.option("--seed", type=int, default=None, help="overrides [train] seed"),
         click.option("--epochs", type=int, default=None, help="overrides [train] epochs"),
         click.option("--resume", is_flag=True, help="continue from the last checkpoint of the same dataset and config (any number of ranks)"),
-        click.option("--sharding", type=click.Choice(SHARDED_TYPES), default=None, help="distributed: force one sharding type for every table [default: the planner's choice]"),
+        click.option(
+            "--sharding", default=None, metavar="TYPE|TABLE=TYPE,...",
+            help=f"distributed: force a sharding type ({', '.join(SHARDED_TYPES)}) for every table, or per table, e.g. t_user_id=row_wise [default: the planner's choice]",
+        ),
     ]):
         command = option(command)
     return command

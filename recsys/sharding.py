@@ -33,7 +33,9 @@ import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.nn.parallel import DistributedDataParallel
 
-SHARDED_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise")
+# TorchRec offers row_wise, table_row_wise and grid_shard on GPUs only; on CPU a table is
+# table_wise, column_wise or table_column_wise (or data_parallel, which we never use).
+SHARDED_TYPES = ("table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise", "grid_shard")
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,39 @@ def embedding_tables(model: torch.nn.Module) -> list[str]:
     return [t.name for m in model.modules() if isinstance(m, EmbeddingBagCollection) for t in m.embedding_bag_configs()]
 
 
+def parse_sharding(spec: str | None, tables: list[str]) -> dict[str, list[str]]:
+    """Allowed sharding types per table from ``--sharding``: empty (the planner chooses among
+    the sharded types), one type for every table (``row_wise``), or per table
+    (``t_user_id=row_wise,t_item_id=column_wise``; tables not named stay the planner's)."""
+    allowed = {name: list(SHARDED_TYPES) for name in tables}  # the planner drops the GPU-only ones on CPU
+    if not spec:
+        return allowed
+    if "=" not in spec:
+        spec = ",".join(f"{name}={spec}" for name in tables)
+    for part in spec.split(","):
+        name, _, kind = part.strip().partition("=")
+        if name not in allowed:
+            raise ValueError(f"--sharding names table {name!r}; the model's tables are {tables}")
+        if kind not in SHARDED_TYPES:
+            raise ValueError(f"--sharding {name}={kind!r}: the type must be one of {list(SHARDED_TYPES)}")
+        allowed[name] = [kind]
+    return allowed
+
+
 def plan_sharding(model: torch.nn.Module, ctx: DistContext, sharding: str | None = None, batch_size: int | None = None):
-    """The planner's plan for every embedding table; ``sharding`` restricts it to one type."""
+    """The planner's plan for every embedding table, within the types ``sharding`` allows."""
     from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
     from torchrec.distributed.sharding_plan import get_default_sharders
 
-    if sharding is not None and sharding not in SHARDED_TYPES:
-        raise ValueError(f"--sharding must be one of {list(SHARDED_TYPES)}, got {sharding!r}")
-    types = [sharding] if sharding else list(SHARDED_TYPES)
-    constraints = {name: ParameterConstraints(sharding_types=types) for name in embedding_tables(model)}
+    allowed = parse_sharding(sharding, embedding_tables(model))
+    constraints = {name: ParameterConstraints(sharding_types=types) for name, types in allowed.items()}
     topology = Topology(world_size=ctx.world_size, local_world_size=ctx.local_world_size, compute_device=ctx.device.type)
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints, debug=False)
     try:
         return planner.collective_plan(model, get_default_sharders(), dist.GroupMember.WORLD)
-    except Exception as exc:  # the planner's own message names the table and the constraint
-        raise ValueError(f"no sharding plan with sharding types {types}: {exc}") from exc
+    except Exception as exc:  # the planner's own message names the table that has no option
+        forced = {k: v[0] for k, v in allowed.items() if len(v) == 1}
+        raise ValueError(f"no sharding plan with {forced or 'the sharded types'}: {exc}") from exc
 
 
 def shard_model(model: torch.nn.Module, ctx: DistContext, sparse_lr: float, sharding: str | None = None, batch_size: int | None = None):

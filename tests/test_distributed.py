@@ -22,7 +22,7 @@ from recsys.config import load_run_config
 from recsys.distributed_train import DistributedTrainer
 from recsys.features import build_features
 from recsys.model import TwoTower, Vocab
-from recsys.sharding import DistContext
+from recsys.sharding import SHARDED_TYPES, DistContext, parse_sharding
 from recsys.train import TwoTowerRecommender
 
 CONFIG = """
@@ -58,7 +58,7 @@ def runs(tiny_embedded, tmp_path_factory):
     for name, steps in {
         "one": [["--nproc", "1"]],
         "two": [["--nproc", "2"]],
-        "resumed": [["--nproc", "2", "--epochs", "1"], ["--nproc", "1", "--resume"]],
+        "resumed": [["--nproc", "2", "--epochs", "1", "--sharding", "t_user_id=column_wise"], ["--nproc", "1", "--resume"]],
     }.items():
         logs = [stylerec(base / name, tracking, "train", str(tiny_embedded), "--config", str(config), *step) for step in steps]
         (ckpt,) = (base / name / "runs").glob("*/*-sharded")
@@ -110,6 +110,25 @@ def test_rank_zero_prints_the_plan_tracks_and_registers(runs):
     assert all(t["sharding_type"] != "data_parallel" for t in plan.values())
     history = mlflow.tracking.MlflowClient().get_metric_history(run_id, "loss")
     assert [m.step for m in history] == [0, 1]  # once per epoch: only rank 0 logs
+
+
+def test_sharding_override_reaches_the_planner(runs):
+    mlflow.set_tracking_uri(runs["tracking"])
+    run_id = runs["resumed"]["first_log"].split("MLflow run ")[1].split()[0]
+    plan = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/sharding_plan.json"))
+    assert plan["t_user_id"]["sharding_type"] == "column_wise"
+    assert mlflow.get_run(run_id).data.params["sharding"] == "t_user_id=column_wise"
+
+
+def test_parse_sharding():
+    tables = ["t_item_id", "t_user_id"]
+    assert parse_sharding(None, tables) == {t: list(SHARDED_TYPES) for t in tables}
+    assert parse_sharding("column_wise", tables) == {t: ["column_wise"] for t in tables}
+    assert parse_sharding("t_user_id=table_wise", tables) == {"t_item_id": list(SHARDED_TYPES), "t_user_id": ["table_wise"]}
+    with pytest.raises(ValueError, match="names table 't_users'"):
+        parse_sharding("t_users=table_wise", tables)
+    with pytest.raises(ValueError, match="data_parallel"):
+        parse_sharding("t_user_id=data_parallel", tables)
 
 
 def test_candidates_on_two_ranks_equal_one_process(runs, tiny_embedded):
