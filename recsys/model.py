@@ -27,7 +27,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from recsys.features import FeatureSet, UserBatch
 
 ITEM_FEATURES = ("item_id", "category", "price", "popularity", "style", "text")
-USER_FEATURES = ("user_id", "history", "user_style", "history_text", "user_text")
+USER_FEATURES = ("user_id", "history", "user_style", "history_text", "user_text", "history_category", "history_price")
 
 
 # The default feature set is the one that measured best on StyleMart's validation slice:
@@ -159,6 +159,10 @@ class TwoTower(nn.Module):
             user_dims.append(v.text_dim)
         if "user_text" in c.user_features:
             user_dims.append(v.text_dim + 1)
+        if "history_category" in c.user_features:
+            user_dims.append(v.n_categories)
+        if "history_price" in c.user_features:
+            user_dims.append(v.n_price_buckets)
         self.item_fusion = Fusion(item_dims, c.hidden, c.dim, c.fusion)
         self.user_fusion = Fusion(user_dims, c.hidden, c.dim, c.fusion)
 
@@ -219,7 +223,7 @@ class TwoTower(nn.Module):
         if "keep_ids" in batch:  # masks drawn by the caller (see item_embeddings)
             keep_ids = batch["keep_ids"]
         elif drop_ids and self.config.user_id_dropout > 0:
-            keep_ids = torch.rand(uid.shape) >= self.config.user_id_dropout
+            keep_ids = torch.rand(uid.shape, device=uid.device) >= self.config.user_id_dropout
         if self.user_sparse is not None:
             keep = (uid > 0) & keep_ids
             parts.append(self.user_sparse(_kjt(["user_id"], [uid[keep]], [keep.long()])).to_dict()["user_id"])
@@ -233,13 +237,27 @@ class TwoTower(nn.Module):
                 parts.append(self._history_mean(batch, table))
         if "user_text" in self.config.user_features:
             parts.append(torch.cat([batch["text"], batch["has_text"][:, None].float()], dim=1))
+        # what share of the user's recent (weighted) interactions fell in each category /
+        # price bucket: the shopping intent a session's category is drawn from
+        if "history_category" in self.config.user_features:
+            parts.append(self._history_histogram(batch, self.item_category, self.vocab.n_categories))
+        if "history_price" in self.config.user_features:
+            parts.append(self._history_histogram(batch, self.item_price, self.vocab.n_price_buckets))
         return self.user_fusion(parts)
+
+    @staticmethod
+    def _history_histogram(batch: dict[str, torch.Tensor], labels: torch.Tensor, n: int) -> torch.Tensor:
+        lengths = batch["hist_lengths"]
+        rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths)
+        flat = rows * n + labels[batch["hist_items"]]
+        out = torch.zeros(lengths.shape[0] * n, device=lengths.device)
+        return out.index_add_(0, flat, batch["hist_weights"]).view(-1, n)
 
     @staticmethod
     def _history_mean(batch: dict[str, torch.Tensor], table: torch.Tensor) -> torch.Tensor:
         lengths = batch["hist_lengths"]
-        rows = torch.repeat_interleave(torch.arange(lengths.shape[0]), lengths)
-        out = torch.zeros(lengths.shape[0], table.shape[1])
+        rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths)
+        out = torch.zeros(lengths.shape[0], table.shape[1], device=table.device)
         return out.index_add_(0, rows, table[batch["hist_items"]] * batch["hist_weights"][:, None])
 
     def forward(self, batch: dict[str, torch.Tensor], item_rows: torch.Tensor, item_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

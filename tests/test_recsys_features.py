@@ -86,3 +86,22 @@ def test_unknown_features_are_refused():
         TwoTowerConfig(item_features=("style", "colour"))
     with pytest.raises(ValueError, match="fusion"):
         TwoTowerConfig(fusion="attention")
+
+
+def test_history_histograms_are_the_weighted_share_of_each_category(tiny_features):
+    fs = tiny_features
+    users = np.arange(20)
+    ub = fs.user_batch(users, np.full(20, fs.time_of("test")))
+    batch = user_batch_tensors(ub)
+    n = len(fs.items.categories) + 1
+    hist = TwoTower._history_histogram(batch, torch.from_numpy(fs.items.category), n).numpy()
+    row = np.repeat(np.arange(20), ub.hist_lengths)
+    expected = np.zeros((20, n))
+    np.add.at(expected, (row, fs.items.category[ub.hist_items]), ub.hist_weights)
+    np.testing.assert_allclose(hist, expected, atol=1e-6)
+    has_history = ub.hist_lengths > 0
+    assert has_history.any()
+    np.testing.assert_allclose(hist[has_history].sum(1), 1.0, atol=1e-5)  # weights sum to 1 per user
+    model = TwoTower(TwoTowerConfig(user_features=("user_style", "history_category", "history_price")), Vocab.of(fs), TwoTower.item_tables(fs))
+    with torch.no_grad():
+        assert model.user_embeddings(batch).shape == (20, model.config.dim)
