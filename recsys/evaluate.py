@@ -37,7 +37,6 @@ class EvalConfig:
     chunk: int = 1024
     shard: tuple[int, int] | None = None  # (rank, world size): this rank's share of the users
 
-
     def to_json(self) -> dict:
         return asdict(self)
 

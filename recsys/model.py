@@ -4,8 +4,9 @@ Item tower: item id, category and price bucket through an ``EmbeddingBagCollecti
 the frozen, centred style vector and MiniLM text vector through projections.
 User tower: user id (EBC), the bag of the last N interacted items (weighted EBC: event
 type x recency weights summing to 1, i.e. a weighted mean), the style profile and the
-text profile those items imply (weighted means of their frozen vectors), and the mean
-text vector of the user's own reviews. Each tower fuses its
+text profile those items imply (weighted means of their frozen vectors), the mean
+text vector of the user's own reviews, and optionally the weighted share of each category
+and price bucket among those items. Each tower fuses its
 modalities (concatenation + MLP, or a learned gate) into an L2-normalised vector.
 
 Cold start: an id missing from the training vocabulary is an *empty bag* (zero vector),
