@@ -21,9 +21,10 @@ from data.validate import load_dataset
 from recsys.config import load_run_config
 from recsys.distributed_train import DistributedTrainer
 from recsys.features import build_features
-from recsys.model import TwoTower, Vocab
+from recsys.model import TwoTower, Vocab, user_batch_tensors
 from recsys.sharding import SHARDED_TYPES, DistContext, parse_sharding
-from recsys.train import TwoTowerRecommender
+from recsys.losses import sampled_softmax_loss
+from recsys.train import Trainer, TwoTowerRecommender, build_model
 
 CONFIG = """
 [model]
@@ -95,6 +96,57 @@ def test_two_ranks_match_one_process_and_resume_on_another_rank_count(runs, tiny
     torch.manual_seed(config.train.seed)
     init = TwoTower(config.model, Vocab.of(fs), TwoTower.item_tables(fs))
     assert float((TwoTowerRecommender(init, fs).item_matrix() * vectors["one"]).sum(1).mean()) < 0.99
+
+
+def _plain_pytorch_reference(fs, config, epochs: int) -> tuple[list[float], TwoTower]:
+    """The distributed steps written out for one process without TorchRec sharding: whole
+    global batches, torch's Adagrad on the embedding tables, AdamW on the rest, and the
+    same per-global-batch draws of dropout masks and extra negatives."""
+    mcfg, tcfg = config.model, config.train
+    model = build_model(fs, mcfg, tcfg.seed)
+    tables = [p for n, p in model.named_parameters() if ".embedding_bags." in n]
+    dense = [p for n, p in model.named_parameters() if ".embedding_bags." not in n]
+    optimizers = [torch.optim.Adagrad(tables, lr=tcfg.sparse_lr, eps=1e-8), torch.optim.AdamW(dense, lr=tcfg.lr, weight_decay=tcfg.weight_decay)]
+    examples = fs.training_examples("train")
+    log_q = torch.from_numpy(fs.item_log_q(examples))
+    batches = Trainer(fs, mcfg, tcfg, progress=False)._batches
+    gen, n_neg = torch.Generator(), tcfg.extra_negatives
+    neg_q = torch.full((n_neg,), float(np.log(1.0 / fs.items.n)))
+    model.train()
+    history = []
+    for epoch in range(epochs):
+        gen.manual_seed(tcfg.seed * 1000 + epoch)
+        losses = []
+        for idx in batches(examples, epoch):
+            b = len(idx)
+            item_keep = torch.rand(b, generator=gen) >= mcfg.id_dropout
+            user_keep = torch.rand(b, generator=gen) >= mcfg.user_id_dropout
+            neg_rows = torch.randint(0, fs.items.n, (n_neg,), generator=gen)
+            neg_keep = torch.rand(n_neg, generator=gen) >= mcfg.id_dropout
+            batch = user_batch_tensors(fs.user_batch(examples.user[idx], examples.time[idx]))
+            batch["keep_ids"] = user_keep
+            items = torch.from_numpy(examples.item[idx])
+            user_vec, item_vec = model(batch, torch.cat([items, neg_rows]), torch.cat([item_keep, neg_keep]))
+            loss = sampled_softmax_loss(user_vec, item_vec[:b], items, log_q[items], mcfg.temperature, item_vec[b:], neg_q)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            losses.append(loss.item())
+        history.append(float(np.mean(losses)))
+    return history, model.eval()
+
+
+def test_two_ranks_match_a_plain_pytorch_reference(runs, tiny_embedded):
+    ds = load_dataset(tiny_embedded)
+    fs = build_features(ds, load_or_create_split(ds))
+    config = load_run_config(runs["config"])
+    history, model = _plain_pytorch_reference(fs, config, epochs=2)
+    np.testing.assert_allclose(_history(runs["two"]["ckpt"]), history, rtol=LOSS_RTOL)
+    reference = TwoTowerRecommender(model, fs).item_matrix()
+    cosine = (reference * _item_vectors(runs["two"]["ckpt"], fs, config)).sum(1)
+    assert float(cosine.min()) >= MIN_COSINE, float(cosine.min())
 
 
 def test_rank_zero_prints_the_plan_tracks_and_registers(runs):
