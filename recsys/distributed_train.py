@@ -7,7 +7,9 @@ The loop, early stopping and refit are ``Trainer``'s; this class changes what a 
 - id-dropout masks and extra negatives are drawn once per global batch from a seeded
   generator and split the same way, so N ranks see what one process would;
 - item vectors are all-gathered (with gradients), so in-batch negatives span the global
-  batch and each rank's loss is its share of the global batch's loss;
+  batch; each rank's loss is the mean over its (equal) share of the batch, and both DDP
+  and TorchRec's sharded tables average gradients over ranks, so a step is the global
+  batch's step;
 - the validation Recall@50 is computed on a share of the validation users per rank and
   all-reduced, as is the training loss.
 
@@ -125,14 +127,14 @@ class DistributedTrainer(Trainer):
         log_q = log_q.to(device)
         loss = sampled_softmax_loss(
             user_vec, positives_all, global_rows, log_q[global_rows], self.mcfg.temperature, neg_vec, neg_q,
-            positives=torch.arange(mine.start, mine.stop, device=device), global_batch=global_batch,
+            positives=torch.arange(mine.start, mine.stop, device=device),
         )
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # the fused optimizer updates the sharded tables here
         run.optimizer.step()
         total = loss.detach().clone()
         dist.all_reduce(total)
-        return float(total)
+        return float(total) / ctx.world_size  # equal shares: the mean is the global batch's loss
 
     # -- validation ------------------------------------------------------------------
 

@@ -41,20 +41,11 @@ def sampled_softmax_logits(
     return logits
 
 
-def sampled_softmax_loss(
-    user, item, item_ids, item_log_q, temperature, neg_item=None, neg_log_q=None, weights=None, positives=None, global_batch: int | None = None
-) -> torch.Tensor:
-    """Mean cross-entropy of the sampled softmax over the batch.
-
-    With ``global_batch`` the per-row losses are summed and divided by it instead: each
-    rank of a distributed step holds part of a global batch, and the ranks' losses then
-    add up to the loss of that global batch (its gradients too, when they are summed).
-    """
+def sampled_softmax_loss(user, item, item_ids, item_log_q, temperature, neg_item=None, neg_log_q=None, weights=None, positives=None) -> torch.Tensor:
+    """Mean cross-entropy of the sampled softmax over the rows of ``user``."""
     logits = sampled_softmax_logits(user, item, item_ids, item_log_q, temperature, neg_item, neg_log_q, positives)
     labels = positives if positives is not None else torch.arange(user.shape[0], device=user.device)
     loss = F.cross_entropy(logits, labels, reduction="none")
     if weights is not None:
         return (loss * weights).sum() / weights.sum()
-    if global_batch is not None:
-        return loss.sum() / global_batch
     return loss.mean()

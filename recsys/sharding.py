@@ -6,11 +6,10 @@ the backward pass (exact Adagrad, the optimizer fbgemm's CPU and GPU kernels bot
 Adam is GPU-only there). Everything else (projections, fusion MLPs) is data-parallel
 (DDP) and trained by AdamW.
 
-Gradient scale: each rank's loss is its share of the global batch's loss
-(``sampled_softmax_loss(..., global_batch=B)``), so the ranks' losses add up to the
-global one. TorchRec's all-to-all sums the sharded tables' gradients across ranks; DDP
-would *average* the dense ones. A communication hook makes DDP sum as well, so that a
-step on N ranks is the same step as one process takes on the whole batch.
+Gradient scale: each rank's loss is the mean over its equal share of the global batch.
+DDP averages the dense gradients over ranks and TorchRec averages the sharded tables'
+gradients too (checked: the fused Adagrad state of a 2-rank run equals one process's),
+so a step on N ranks is the step one process takes on the whole batch.
 
 Tables are never ``data_parallel``: a replicated table would be trained by a different
 optimizer implementation than a sharded one, and which tables the planner replicates
@@ -31,7 +30,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import ShardedTensor
-from torch.nn.parallel import DistributedDataParallel
 
 # TorchRec offers row_wise, table_row_wise and grid_shard on GPUs only; on CPU a table is
 # table_wise, column_wise or table_column_wise (or data_parallel, which we never use).
@@ -127,7 +125,6 @@ def shard_model(model: torch.nn.Module, ctx: DistContext, sparse_lr: float, shar
     plan = plan_sharding(model, ctx, sharding, batch_size) if tables else None
     dmp = DistributedModelParallel(model, device=ctx.device, plan=plan)
     load_full_state(dmp, initial)
-    sum_gradients_across_ranks(dmp)
     return dmp, plan
 
 
@@ -136,16 +133,6 @@ def dense_parameters(dmp) -> list[torch.nn.Parameter]:
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
     return [p for _, p in in_backward_optimizer_filter(dmp.named_parameters())]
-
-
-def _sum_allreduce_hook(state, bucket):
-    return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda fut: fut.value()[0])
-
-
-def sum_gradients_across_ranks(dmp) -> None:
-    for module in dmp.modules():
-        if isinstance(module, DistributedDataParallel):
-            module.register_comm_hook(None, _sum_allreduce_hook)
 
 
 def _region(tensor: torch.Tensor, offsets, sizes) -> torch.Tensor:
