@@ -42,7 +42,7 @@ from recsys.sharding import (
     load_sparse_optimizer_state,
     shard_model,
 )
-from recsys.train import EpochLog, Trainer, TrainConfig, TrainingRun, TwoTowerRecommender, build_model
+from recsys.train import EpochLog, Trainer, TrainConfig, TrainingRun, TwoTowerRecommender, build_model, save_weights
 
 
 def _share(n: int, rank: int, world: int) -> slice:
@@ -151,16 +151,14 @@ class DistributedTrainer(Trainer):
 
     # -- checkpoints: gathered to rank 0, the single-process format plus the fused state --
 
-    def save_checkpoint(self, run: TrainingRun, epoch: int, state: dict) -> None:
+    def save_checkpoint(self, run: TrainingRun, model: TwoTower, epoch: int, state: dict) -> None:
         if self.checkpoint_dir is None:
             return
-        weights = gather_full_state(run.module)
         sparse = gather_sparse_optimizer_state(run.module)
         if self.is_main:
             d = self.checkpoint_dir
             d.mkdir(parents=True, exist_ok=True)
-            with atomic_path(d / f"epoch-{epoch:03d}.safetensors") as tmp:
-                save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+            save_weights(model, d / f"epoch-{epoch:03d}.safetensors")
             with atomic_path(d / f"epoch-{epoch:03d}.sparse-optim.safetensors") as tmp:
                 save_file({k: v.contiguous() for k, v in sparse.items()}, str(tmp))
             with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:

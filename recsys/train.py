@@ -166,12 +166,13 @@ class Trainer:
         run.optimizer.step()
         return loss.item()
 
-    def save_checkpoint(self, run: TrainingRun, epoch: int, state: dict) -> None:
+    def save_checkpoint(self, run: TrainingRun, model: TwoTower, epoch: int, state: dict) -> None:
+        """``model`` is ``full_model(run)``, already at hand in the loop."""
         if self.checkpoint_dir is None:
             return
         d = self.checkpoint_dir
         d.mkdir(parents=True, exist_ok=True)
-        save_weights(run.model, d / f"epoch-{epoch:03d}.safetensors")
+        save_weights(model, d / f"epoch-{epoch:03d}.safetensors")
         with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:
             torch.save(run.optimizer.state_dict(), tmp)
         write_json(state, d / "state.json")  # last: names the newest complete checkpoint
@@ -240,7 +241,7 @@ class Trainer:
             else:
                 bad_epochs += 1
             self.save_checkpoint(
-                run, epoch,
+                run, model, epoch,
                 {"epoch": epoch, "best_epoch": best_epoch, "best_val_recall_50": best_recall, "bad_epochs": bad_epochs, "history": [asdict(h) for h in history]},
             )
             if self.on_epoch and self.is_main:
