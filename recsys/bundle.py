@@ -64,6 +64,9 @@ def read_bundle_config(folder: Path) -> dict:
 def feature_config_from(meta: dict) -> FeatureConfig:
     cfg = dict(meta["feature_config"])
     cfg["eval_events"] = tuple(cfg["eval_events"])
+    # bundles written before history weights had their own table weighted history events
+    # like the interaction matrix
+    cfg.setdefault("history_event_weights", None)
     return FeatureConfig(**cfg)
 
 

@@ -29,9 +29,30 @@ FEATURES_DIR = "features"
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    history_len: int = 50
-    half_life_days: float = 30.0
+    # The user's history: the last ``history_len`` events, weighted by event type and by
+    # recency (2^(-age / half_life_days); inf = no decay). The defaults won on StyleMart's
+    # validation slice, where tastes do not drift: a long, undecayed history in which every
+    # event counts the same (validation Recall@50 0.177 vs 0.165 for the last 50 events,
+    # event-weighted, 30-day half-life; see the README). Shops whose tastes drift may want
+    # a finite half-life.
+    history_len: int = 200
+    half_life_days: float = float("inf")
+    # event-type weights of the interaction matrix and popularity counts (what the
+    # baselines fit) ...
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    # ... and inside a user's history (profiles, history bag); None = event_weights
+    history_event_weights: dict[str, float] | None = field(default_factory=lambda: dict.fromkeys(DEFAULT_EVENT_WEIGHTS, 1.0))
+
+    def __post_init__(self) -> None:
+        for name in ("event_weights", "history_event_weights"):
+            table = getattr(self, name) or {}
+            unknown = sorted(set(table) - set(EVENT_CODES))
+            if unknown:
+                raise ValueError(f"{name}: unknown event type(s) {unknown}; known: {list(EVENT_CODES)}")
+            if any(not np.isfinite(w) or w < 0 for w in table.values()):
+                raise ValueError(f"{name}: weights must be finite and >= 0, got {table}")
+        if self.history_len < 1 or not self.half_life_days > 0:
+            raise ValueError(f"history_len must be >= 1 and half_life_days > 0 (inf: no recency decay), got {self.history_len}, {self.half_life_days}")
     price_buckets: int = 10
     popularity_buckets: int = 20
     eval_events: tuple[str, ...] = ("click", "cart", "purchase")
@@ -101,6 +122,7 @@ class FeatureSet:
     ev_item: np.ndarray
     ev_ts: np.ndarray
     ev_weight: np.ndarray
+    ev_hist_weight: np.ndarray  # the weight of each event inside a user's history
     ev_fold: np.ndarray
     ev_event: np.ndarray
     ev_key: np.ndarray
@@ -145,7 +167,7 @@ class FeatureSet:
         within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         gpos = lo[row] + within
         age_days = (times[row] - self.ev_ts[gpos]) / DAY
-        weights = self.ev_weight[gpos] * np.exp2(-age_days / cfg.half_life_days)
+        weights = self.ev_hist_weight[gpos] * np.exp2(-age_days / cfg.half_life_days)
         sums = np.bincount(row, weights, minlength=len(users))
         weights = weights / np.where(sums[row] > 0, sums[row], 1.0)
 
@@ -307,6 +329,7 @@ def build_features(
         (pl.col("ts").dt.epoch("s")).alias("t"),
         pl.col("event").replace_strict(EVENT_CODES, return_dtype=pl.Int8).alias("e"),
         pl.col("event").replace_strict(cfg.event_weights, default=0.0, return_dtype=pl.Float32).alias("w"),
+        pl.col("event").replace_strict(cfg.history_event_weights or cfg.event_weights, default=0.0, return_dtype=pl.Float32).alias("hw"),
         pl.col("fold"),
     ).sort(["u", "t", "e", "i"])
     ev_user = ev["u"].to_numpy()
@@ -392,6 +415,7 @@ def build_features(
         ev_item=ev["i"].to_numpy(),
         ev_ts=ev_ts,
         ev_weight=ev["w"].to_numpy(),
+        ev_hist_weight=ev["hw"].to_numpy(),
         ev_fold=ev["fold"].to_numpy(),
         ev_event=ev["e"].to_numpy(),
         ev_key=ev_user * _KEY + ev_ts,

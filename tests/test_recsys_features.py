@@ -105,3 +105,44 @@ def test_history_histograms_are_the_weighted_share_of_each_category(tiny_feature
     model = TwoTower(TwoTowerConfig(user_features=("user_style", "history_category", "history_price")), Vocab.of(fs), TwoTower.item_tables(fs))
     with torch.no_grad():
         assert model.user_embeddings(batch).shape == (20, model.config.dim)
+
+
+def test_history_weights_have_their_own_table(tiny_embedded, tiny_features):
+    """History weights (profiles) follow ``history_event_weights``; the interaction matrix the
+    baselines fit keeps ``event_weights``; ``half_life_days = inf`` means no decay."""
+    from data.split import load_or_create_split
+    from data.validate import load_dataset
+    from recsys.features import EVENT_CODES, FeatureConfig, build_features
+
+    history = {"view": 0.0, "click": 1.0, "cart": 3.0, "purchase": 3.0}
+    ds = load_dataset(tiny_embedded)
+    fs = build_features(ds, load_or_create_split(ds), FeatureConfig(history_len=5, half_life_days=float("inf"), history_event_weights=history))
+    names = {code: name for name, code in EVENT_CODES.items()}
+    assert np.array_equal(fs.ev_hist_weight, [history[names[e]] for e in fs.ev_event])
+    assert np.array_equal(fs.ev_weight, [fs.config.event_weights[names[e]] for e in fs.ev_event])
+    before = fs.time_of("test")
+    assert fs.config.event_weights == tiny_features.config.event_weights
+    assert (fs.interaction_matrix(before) != tiny_features.interaction_matrix(before)).nnz == 0  # baselines unaffected
+
+    users = np.arange(40)
+    ub = fs.user_batch(users, np.full(len(users), before))
+    rows = np.repeat(np.arange(len(users)), ub.hist_lengths)
+    assert ub.hist_lengths.max() == 5
+    for q, u in enumerate(users):
+        a, b = fs.ev_start[u], fs.ev_start[u + 1]
+        last = np.flatnonzero(fs.ev_ts[a:b] < before)[-5:] + a
+        raw = fs.ev_hist_weight[last]
+        expected = raw / raw.sum() if raw.sum() > 0 else raw
+        np.testing.assert_allclose(ub.hist_weights[rows == q], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "features, message",
+    [({"history_event_weights": {"veiw": 1.0}}, "veiw"), ({"event_weights": {"view": -1.0}}, "finite and >= 0"), ({"half_life_days": 0.0}, "half_life_days")],
+)
+def test_feature_config_errors_name_the_key(features, message):
+    from recsys.config import ConfigError, load_run_config
+
+    with pytest.raises(ConfigError, match=message) as info:
+        load_run_config(None, {"features": features})
+    assert "[features]" in str(info.value)
