@@ -146,3 +146,4 @@ def test_feature_config_errors_name_the_key(features, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_run_config(None, {"features": features})
     assert "[features]" in str(info.value)
+
