@@ -48,7 +48,7 @@ class TwoTowerConfig:
     item_features: tuple[str, ...] = DEFAULT_ITEM_FEATURES
     user_features: tuple[str, ...] = DEFAULT_USER_FEATURES
     fusion: Literal["concat", "gated"] = "concat"
-    id_dropout: float = 0.5  # item ids dropped in training: the content path must carry cold items
+    id_dropout: float = 0.5  # item id, popularity and review text dropped in training: the content path must carry cold items
     user_id_dropout: float = 0.5  # user id and history bag dropped together, per example
     temperature: float = 0.05
 
@@ -167,7 +167,7 @@ class TwoTower(nn.Module):
         self.item_fusion = Fusion(item_dims, c.hidden, c.dim, c.fusion)
         self.user_fusion = Fusion(user_dims, c.hidden, c.dim, c.fusion)
 
-    ITEM_TABLES = ("item_id_index", "item_category", "item_price", "item_popularity", "item_style", "item_text")
+    ITEM_TABLES = ("item_id_index", "item_category", "item_price", "item_popularity", "item_style", "item_text", "item_text_plain")
 
     @staticmethod
     def item_tables(fs: FeatureSet) -> dict[str, torch.Tensor]:
@@ -179,6 +179,7 @@ class TwoTower(nn.Module):
             "item_popularity": torch.from_numpy(it.popularity_bucket),
             "item_style": torch.from_numpy(it.style),
             "item_text": torch.from_numpy(it.text),
+            "item_text_plain": torch.from_numpy(it.text_plain),
         }
 
     # -- towers ----------------------------------------------------------------------
@@ -187,15 +188,17 @@ class TwoTower(nn.Module):
         """Item vectors; ``keep`` (bool per row) overrides the random id dropout, so that a
         distributed trainer can draw the masks of a global batch once and split them."""
         parts = []
+        # behaviour-derived inputs (id, popularity, and the reviews mixed into the text) are
+        # dropped together at random in training, so the model learns what an item that
+        # nobody has seen yet looks like. Without the reviews' dropout a review-less text
+        # vector tells "never bought" and cold items sink (cold/warm Recall@50 0.57x on demo).
+        kept = torch.ones_like(rows, dtype=torch.bool)
+        if keep is not None:
+            kept = keep
+        elif drop_ids and self.config.id_dropout > 0:
+            kept = torch.rand(rows.shape, device=rows.device) >= self.config.id_dropout
         if self.item_sparse is not None:
             values, lengths = [], []
-            # behaviour-derived inputs (id, popularity) are dropped together at random in
-            # training, so the model learns what an item that nobody has seen yet looks like
-            kept = torch.ones_like(rows, dtype=torch.bool)
-            if keep is not None:
-                kept = keep
-            elif drop_ids and self.config.id_dropout > 0:
-                kept = torch.rand(rows.shape, device=rows.device) >= self.config.id_dropout
             for key in self.item_keys:
                 if key == "item_id":
                     ids = self.item_id_index[rows]
@@ -214,7 +217,7 @@ class TwoTower(nn.Module):
         if "style" in self.config.item_features:
             parts.append(self.item_style[rows])
         if "text" in self.config.item_features:
-            parts.append(self.item_text[rows])
+            parts.append(torch.where(kept[:, None], self.item_text[rows], self.item_text_plain[rows]))
         return self.item_fusion(parts)
 
     def user_embeddings(self, batch: dict[str, torch.Tensor], drop_ids: bool = False) -> torch.Tensor:

@@ -147,3 +147,21 @@ def test_feature_config_errors_name_the_key(features, message):
         load_run_config(None, {"features": features})
     assert "[features]" in str(info.value)
 
+
+
+def test_dropped_items_are_seen_without_their_reviews(tiny_features):
+    """Reviews are behaviour: a dropped item (like a cold one) is its title text, not the
+    review-mixed text, so training sees what a never-reviewed item looks like."""
+    fs = tiny_features
+    reviewed = np.flatnonzero(np.abs(fs.items.text - fs.items.text_plain).sum(1) > 1e-4)
+    assert len(reviewed) > 0  # some items have reviews mixed in
+    assert np.abs(fs.items.text - fs.items.text_plain)[fs.items.cold].max() < 1e-6  # cold items have none
+    model = TwoTower(TwoTowerConfig(), Vocab.of(fs), TwoTower.item_tables(fs)).eval()
+    rows = torch.from_numpy(reviewed)
+    with torch.no_grad():
+        kept = model.item_embeddings(rows, keep=torch.ones(len(rows), dtype=torch.bool))
+        dropped = model.item_embeddings(rows, keep=torch.zeros(len(rows), dtype=torch.bool))
+        model.item_text.copy_(model.item_text_plain)
+        plain = model.item_embeddings(rows)
+    torch.testing.assert_close(dropped, plain)
+    assert not torch.allclose(kept, dropped)
