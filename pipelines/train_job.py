@@ -44,8 +44,25 @@ def features_for(ds: ValidatedDataset, config: RunConfig) -> FeatureSet:
     return build_features(ds, split, config.features, require_style=uses_style)
 
 
+# the modules whose code decides what a training run produces from a dataset and a config
+_TRAINING_CODE = ("features", "model", "losses", "train", "distributed_train", "sharding", "text")
+
+
+def training_code_sha256() -> str:
+    import recsys
+
+    root = Path(recsys.__file__).parent
+    digest = hashlib.sha256()
+    for name in _TRAINING_CODE:
+        digest.update((root / f"{name}.py").read_bytes())
+    return digest.hexdigest()
+
+
 def config_sha256(config: RunConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_json(), sort_keys=True, default=str).encode()).hexdigest()
+    """Key of a training run: the config and the training code's fingerprint, so neither a
+    model registered by other code nor its checkpoints are taken for this run's."""
+    payload = {"config": config.to_json(), "code": training_code_sha256()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def checkpoint_dir(workdir: Path, ds: ValidatedDataset, config: RunConfig) -> Path:

@@ -71,3 +71,16 @@ def test_train_refuses_bad_config_before_work(tiny_embedded, tmp_path, mlflow_st
     config.write_text('[model]\nitem_features = ["style", "sparkle"]\n')
     result = CliRunner().invoke(cli, ["train", str(tiny_embedded), "--config", str(config)])
     assert result.exit_code != 0 and "sparkle" in result.output
+
+
+def test_training_key_covers_config_and_training_code(monkeypatch):
+    """A registered model (or checkpoint) is re-used only for the same config *and* code."""
+    from pipelines import train_job
+    from recsys.config import RunConfig
+    from recsys.model import TwoTowerConfig
+
+    base = train_job.config_sha256(RunConfig())
+    assert train_job.config_sha256(RunConfig()) == base
+    assert train_job.config_sha256(RunConfig(model=TwoTowerConfig(dim=32))) != base
+    monkeypatch.setattr(train_job, "training_code_sha256", lambda: "0" * 64)  # stands for edited model code
+    assert train_job.config_sha256(RunConfig()) != base
