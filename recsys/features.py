@@ -42,6 +42,10 @@ class FeatureConfig:
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     # ... and inside a user's history (profiles, history bag); None = event_weights
     history_event_weights: dict[str, float] | None = field(default_factory=lambda: dict.fromkeys(DEFAULT_EVENT_WEIGHTS, 1.0))
+    price_buckets: int = 10
+    popularity_buckets: int = 20
+    eval_events: tuple[str, ...] = ("click", "cart", "purchase")
+    review_text_weight: float = 0.5  # item text = (1-w) * title/description + w * mean review text
 
     def __post_init__(self) -> None:
         for name in ("event_weights", "history_event_weights"):
@@ -53,10 +57,6 @@ class FeatureConfig:
                 raise ValueError(f"{name}: weights must be finite and >= 0, got {table}")
         if self.history_len < 1 or not self.half_life_days > 0:
             raise ValueError(f"history_len must be >= 1 and half_life_days > 0 (inf: no recency decay), got {self.history_len}, {self.half_life_days}")
-    price_buckets: int = 10
-    popularity_buckets: int = 20
-    eval_events: tuple[str, ...] = ("click", "cart", "purchase")
-    review_text_weight: float = 0.5  # item text = (1-w) * title/description + w * mean review text
 
 
 @dataclass(frozen=True)

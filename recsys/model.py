@@ -10,8 +10,9 @@ and price bucket among those items. Each tower fuses its
 modalities (concatenation + MLP, or a learned gate) into an L2-normalised vector.
 
 Cold start: an id missing from the training vocabulary is an *empty bag* (zero vector),
-and during training item ids are dropped at random (``id_dropout``) so the content path
-learns to carry the item tower alone.
+and during training the behaviour-derived item inputs (id, popularity, and the reviews
+mixed into the text vector) are dropped at random (``id_dropout``) so the content path
+learns to carry the item tower alone, as it must for items nobody has bought or reviewed.
 """
 
 from __future__ import annotations
