@@ -148,7 +148,6 @@ def test_feature_config_errors_name_the_key(features, message):
     assert "[features]" in str(info.value)
 
 
-
 def test_dropped_items_are_seen_without_their_reviews(tiny_features):
     """Reviews are behaviour: a dropped item (like a cold one) is its title text, not the
     review-mixed text, so training sees what a never-reviewed item looks like."""
