@@ -42,7 +42,9 @@ class GroundTruth:
         from data.stylemart.render import CATEGORIES
         from data.stylemart.simulate import CATEGORY_PRICE
 
-        gt = root / "ground_truth"
+        from data.dataset import DatasetDir
+
+        gt = DatasetDir(root).ground_truth_dir
         users = pl.DataFrame({"user_id": fs.user_ids}).join(pl.read_parquet(gt / "users.parquet"), on="user_id", how="left")
         items = pl.DataFrame({"item_id": fs.items.ids}).join(pl.read_parquet(gt / "items.parquet"), on="item_id", how="left")
         catalogue = pl.DataFrame({"item_id": fs.items.ids}).join(pl.read_parquet(root / "items.parquet"), on="item_id", how="left")
