@@ -116,12 +116,39 @@ def check_schema(schema: TableSchema, df: pl.DataFrame, path: Path) -> None:
             )
 
 
+# ISO-8601 as written in the wild, after `_iso_text`: "T" separator, offset "+hh:mm"/"+hhmm"
+_ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
+_ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+
+
+def _iso_text(col: pl.Expr) -> pl.Expr:
+    """Strings in one ISO-8601 spelling: date and time joined by "T", "Z"/"UTC" as "+00:00"."""
+    return (
+        col.str.strip_chars()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+        .str.replace(r"\s*(?:[zZ]|UTC)$", "+00:00")
+        .str.replace(r"\s+([+-]\d{2}:?\d{2})$", "${1}")
+    )
+
+
+def parse_timestamps(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 strings as UTC datetimes: space or "T" separator, with or without seconds
+    and fractional seconds, "Z" or a "+hh:mm" / "+hhmm" offset (converted to UTC; none means
+    UTC), or a date alone (midnight UTC). Anything else becomes null."""
+    text = _iso_text(col)
+    return pl.coalesce(
+        *[text.str.to_datetime(fmt, strict=False, time_unit="us").dt.convert_time_zone("UTC") for fmt in _ISO_AWARE],
+        *[text.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC") for fmt in _ISO_NAIVE],
+        text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+    )
+
+
 def _normalise_column(df: pl.DataFrame, name: str, kind: str) -> pl.Expr:
     dtype = df.schema[name]
     col = pl.col(name)
     if kind == "datetime":
         if dtype == pl.String:
-            return col.str.to_datetime(strict=False, time_zone="UTC", time_unit="us").alias(name)
+            return parse_timestamps(col).alias(name)
         if dtype == pl.Date:
             return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
         if isinstance(dtype, pl.Datetime):
@@ -140,6 +167,11 @@ def normalise(schema: TableSchema, df: pl.DataFrame) -> pl.DataFrame:
 
 # ---------------------------------------------------------------------------------------
 # row rules
+
+
+def _blank(name: str) -> pl.Expr:
+    """A key that is null, empty or only white space."""
+    return pl.col(name).is_null() | (pl.col(name).str.strip_chars() == "")
 
 
 def _first_reason(rules: list[tuple[str, pl.Expr]]) -> pl.Expr:
@@ -216,8 +248,8 @@ def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None
     )
     df = df.join(problem_df, on="image_path", how="left")
     rules = [
-        ("null_key", pl.col("item_id").is_null() | (pl.col("item_id").str.strip_chars() == "")),
-        ("bad_price", pl.col("price").is_not_null() & (pl.col("price").is_nan() | (pl.col("price") < 0))),
+        ("null_key", _blank("item_id")),
+        ("bad_price", pl.col("price").is_not_null() & (pl.col("price").is_nan() | pl.col("price").is_infinite() | (pl.col("price") < 0))),
         *_ts_rules("created_at", cfg, now),
         ("image_path_escapes_dataset", pl.col("__image_problem") == "image_path_escapes_dataset"),
         ("image_missing", pl.col("__image_problem") == "image_missing"),
@@ -234,7 +266,7 @@ def _validate_users(raw: pl.DataFrame):
     schema = SCHEMAS["users"]
     df = _prepare(schema, raw)
     rules = [
-        ("null_key", pl.col("user_id").is_null() | (pl.col("user_id").str.strip_chars() == "")),
+        ("null_key", _blank("user_id")),
         ("duplicate_id", ~pl.col("user_id").is_first_distinct()),
     ]
     accepted, quarantined = _split(df, raw, rules)
@@ -243,7 +275,7 @@ def _validate_users(raw: pl.DataFrame):
 
 def _reference_rules(user_ids: pl.Series, item_ids: pl.Series) -> list[tuple[str, pl.Expr]]:
     return [
-        ("null_key", pl.col("user_id").is_null() | pl.col("item_id").is_null()),
+        ("null_key", _blank("user_id") | _blank("item_id")),
         ("unknown_user", ~pl.col("user_id").is_in(user_ids.implode())),
         ("unknown_item", ~pl.col("item_id").is_in(item_ids.implode())),
     ]

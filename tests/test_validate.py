@@ -157,3 +157,69 @@ def test_quarantined_items_cascade_to_their_events(tmp_path, make_dataset):
     assert ds.report.tables["items"].reasons == {"image_unreadable": 1}
     # i3's events are quarantined as unknown_item, not dropped
     assert ds.report.tables["interactions"].reasons == {"unknown_item": 2}
+
+
+# --- row rules ---------------------------------------------------------------------------
+
+
+def test_infinite_price_is_bad_price(make_dataset):
+    dd = make_dataset(items=lambda df: df.with_columns(pl.Series("price", [float("inf"), float("-inf"), float("nan"), 1.0])))
+    rep = validate_dataset(dd.root).report.tables["items"]
+    assert rep.reasons == {"bad_price": 3} and rep.reconciled
+
+
+def test_iso_timestamp_variants_are_accepted(make_dataset):
+    written = [
+        "2026-03-02T01:02:03",
+        "2026-03-02 01:02:03",
+        "2026-03-02 01:02:03.250",
+        "2026-03-02T01:02:03.250Z",
+        "2026-03-02T01:02:03Z",
+        "2026-03-02T01:02:03+00:00",
+        "2026-03-02 01:02:03+0000",
+        "2026-03-02T03:02:03+02:00",
+        "2026-03-02",
+    ]
+    expected = [
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, 250_000, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, 250_000, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, tzinfo=dt.UTC),
+    ]
+    garbage = ["yesterday", "2026-13-45", "02/03/2026", "2026-03-02T25:00:00"]
+    n = len(written) + len(garbage)
+    events = pl.DataFrame(
+        {
+            "user_id": ["u0"] * n,
+            "item_id": ["i0"] * n,
+            "ts": written + garbage,
+            "event": ["view"] * n,
+            "quantity": list(range(1, n + 1)),  # no two rows alike
+        }
+    )
+    ds = validate_dataset(make_dataset(interactions=events).root)
+    rep = ds.report.tables["interactions"]
+    assert rep.reasons == {"bad_timestamp": len(garbage)} and rep.reconciled
+    assert ds.interactions.sort("quantity")["ts"].to_list() == expected
+    q = pl.read_parquet(ds.dir.quarantine_dir / "interactions.parquet")
+    assert sorted(q["ts"]) == sorted(garbage)
+
+
+def test_blank_ids_are_null_keys(make_dataset):
+    def events(df):
+        blank = df.head(3).with_columns(
+            pl.Series("user_id", ["", "   ", "u0"]), pl.Series("item_id", ["i0", "i0", " "]), pl.Series("quantity", [7, 8, 9])
+        )
+        return pl.concat([df, blank])
+
+    def reviews(df):
+        return pl.concat([df, df.head(1).with_columns(pl.lit("").alias("user_id"))])
+
+    ds = validate_dataset(make_dataset(interactions=events, reviews=reviews).root)
+    assert ds.report.tables["interactions"].reasons == {"null_key": 3}
+    assert ds.report.tables["reviews"].reasons == {"null_key": 1}
