@@ -18,11 +18,10 @@ from typing import Any
 import polars as pl
 from PIL import Image
 
-from data.dataset import DatasetDir, DatasetError, Manifest, SchemaError
+from data.dataset import REPORT_FILE, DatasetDir, DatasetError, Manifest, SchemaError
 from data.io import write_json, write_parquet
 from data.schema import CANONICAL_DTYPES, EVENT_TYPES, SCHEMAS, TABLES, UTC_DATETIME, TableSchema, dtype_matches
 
-REPORT_FILE = "validation_report.json"
 _ROW = "__row"
 
 
@@ -332,12 +331,13 @@ def validate_dataset(
     dd = DatasetDir(root)
     if not dd.root.is_dir():
         raise DatasetError(f"{dd.root}: dataset folder does not exist")
-    manifest = dd.manifest()
+    manifest = dd.verified_manifest()  # the tables are the ones manifest.json (and its fingerprint) records
     raw = {}
     for table in TABLES:
         df = dd.read_raw(table)
         check_schema(SCHEMAS[table], df, dd.table_path(table))
         raw[table] = df
+    dd.check_unchanged()
 
     accepted: dict[str, pl.DataFrame] = {}
     quarantined: dict[str, pl.DataFrame] = {}

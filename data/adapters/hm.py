@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from data.dataset import DatasetDir, DatasetError, Manifest
+from data.io import folder_lock
 from data.schema import UTC_DATETIME
 
 DESCRIPTIVE_COLUMNS = (
@@ -91,9 +92,13 @@ def _description() -> pl.Expr:
 
 
 def import_hm(src: str | os.PathLike[str], out: str | os.PathLike[str], copy_images: bool = False) -> tuple[Manifest, HMImportReport]:
-    src, dd = Path(src), DatasetDir(out)
-    dd.root.mkdir(parents=True, exist_ok=True)
+    """Import the H&M layout at ``src`` into the dataset folder ``out`` (locked meanwhile)."""
+    dd = DatasetDir(out)
+    with folder_lock(dd.root, what="stylerec data import-hm"):
+        return _import_hm(Path(src), dd, copy_images)
 
+
+def _import_hm(src: Path, dd: DatasetDir, copy_images: bool) -> tuple[Manifest, HMImportReport]:
     articles = read_articles(src)
     for col in ("detail_desc", *DESCRIPTIVE_COLUMNS):
         if col not in articles.columns:
