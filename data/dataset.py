@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from data.io import read_json, sha256_file, write_json, write_parquet
+from data.io import FolderLockError, folder_lock, read_json, sha256_file, write_json, write_parquet
 from data.schema import SCHEMAS, TABLES
 
 MANIFEST = "manifest.json"
@@ -34,6 +36,10 @@ class SchemaError(DatasetError):
 
 class DatasetIntegrityError(DatasetError):
     """A table on disk is not the one ``manifest.json`` records (edited after it was written)."""
+
+
+class DatasetBusyError(DatasetError, FolderLockError):
+    """Another live process holds the dataset folder's lock."""
 
 
 REWRITE_HINT = (
@@ -220,6 +226,18 @@ class DatasetDir:
             path = self.table_path(table)
             if not path.is_file() or _stat_key(path) != key:
                 raise DatasetIntegrityError(f"{path}: changed while it was being loaded; is another job writing this dataset? Try again")
+
+    @contextlib.contextmanager
+    def lock(self, what: str, wait: float = 0.0) -> Iterator[Path]:
+        """:func:`data.io.folder_lock` on the dataset folder; a lock held by another live
+        process raises :class:`DatasetBusyError`, which every job reports in one line."""
+        stack = contextlib.ExitStack()
+        try:
+            path = stack.enter_context(folder_lock(self.root, what=what, wait=wait))
+        except FolderLockError as exc:
+            raise DatasetBusyError(str(exc)) from None
+        with stack:
+            yield path
 
     def read_raw(self, table: str) -> pl.DataFrame:
         path = self.table_path(table)

@@ -27,7 +27,7 @@ import polars as pl
 from PIL import Image
 
 from data.dataset import REPORT_FILE, DatasetDir, DatasetError, DatasetIntegrityError, Manifest, SchemaError  # noqa: F401 (re-exported)
-from data.io import folder_lock, write_json, write_parquet
+from data.io import write_json, write_parquet
 from data.schema import CANONICAL_DTYPES, EVENT_TYPES, SCHEMAS, TABLES, UTC_DATETIME, TableSchema, dtype_matches
 
 _ROW = "__row"
@@ -389,7 +389,7 @@ def _write_validation(dd: DatasetDir, report: ValidationReport, quarantined: dic
         with contextlib.suppress(ValueError):
             if json.loads(read_text) == out:
                 return
-    with folder_lock(dd.root, what="writing the validation report", wait=LOCK_WAIT_S):
+    with dd.lock("writing the validation report", wait=LOCK_WAIT_S):
         if not fresh and _read_text(dd.report_path) != read_text:
             return
         for table in TABLES:

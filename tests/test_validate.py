@@ -303,15 +303,17 @@ def test_blank_ids_are_null_keys(make_dataset):
 
 def test_validation_writes_under_the_folder_lock(make_dataset, tmp_path, monkeypatch):
     import data.validate as validate_mod
-    from data.io import FolderLockError
+    from data.dataset import DatasetBusyError
     from tests.test_io import _holder
 
     monkeypatch.setattr(validate_mod, "LOCK_WAIT_S", 0.2)
     dd = make_dataset()
     proc, release = _holder(dd.root, tmp_path)
     try:
-        with pytest.raises(FolderLockError, match=rf"{dd.root} is in use by PID {proc.pid}"):
+        with pytest.raises(DatasetBusyError, match=rf"{dd.root} is in use by PID {proc.pid}"):
             validate_dataset(dd.root)
+        result = CliRunner().invoke(cli, ["data", "validate", str(dd.root)])
+        assert result.exit_code != 0 and f"in use by PID {proc.pid}" in result.output and "Traceback" not in result.output
         validate_dataset(dd.root, write=False)  # reading needs no lock
     finally:
         release.write_text("go")

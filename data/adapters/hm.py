@@ -21,7 +21,6 @@ from pathlib import Path
 import polars as pl
 
 from data.dataset import DatasetDir, DatasetError, Manifest
-from data.io import folder_lock
 from data.schema import UTC_DATETIME
 
 DESCRIPTIVE_COLUMNS = (
@@ -94,7 +93,7 @@ def _description() -> pl.Expr:
 def import_hm(src: str | os.PathLike[str], out: str | os.PathLike[str], copy_images: bool = False) -> tuple[Manifest, HMImportReport]:
     """Import the H&M layout at ``src`` into the dataset folder ``out`` (locked meanwhile)."""
     dd = DatasetDir(out)
-    with folder_lock(dd.root, what="stylerec data import-hm"):
+    with dd.lock("stylerec data import-hm"):
         return _import_hm(Path(src), dd, copy_images)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data.dataset import DatasetDir, DatasetError, Manifest
-from data.io import ParquetStreamWriter, folder_lock, write_bytes, write_json, write_parquet
+from data.io import ParquetStreamWriter, write_bytes, write_json, write_parquet
 from data.stylemart.render import CATEGORIES, RenderSpec, encode_image, render_product
 from data.stylemart.simulate import ChoiceModel, WorldConfig, catalogue_tables, item_ids, make_catalogue, make_users, simulate_events, user_tables
 from data.stylemart.styles import STYLE_NAMES
@@ -100,7 +100,7 @@ def generate(
             existing = None
         if existing is not None and existing.source == "stylemart" and existing.params == params:
             return existing
-    with folder_lock(dd.root, what=f"stylerec data synth {preset}"):
+    with dd.lock(f"stylerec data synth {preset}"):
         return _generate(dd, spec, seed, render, image_size, workers, params, preset)
 
 
