@@ -113,6 +113,7 @@ class DatasetDir:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        self._verified_stats: dict[str, dict[str, int]] = {}  # table -> stat key, set by verified_manifest
 
     def __repr__(self) -> str:
         return f"DatasetDir({str(self.root)!r})"
@@ -194,7 +195,7 @@ class DatasetDir:
         manifest = self.manifest()
         cache = self._read_verified()
         fresh: dict[str, dict[str, Any]] = {}
-        self._verified_stats: dict[str, dict[str, int]] = {}
+        self._verified_stats = {}
         for table in TABLES:
             path = self.table_path(table)
             if not path.is_file():
@@ -222,7 +223,7 @@ class DatasetDir:
 
     def check_unchanged(self) -> None:
         """Raise if a table verified by :meth:`verified_manifest` has changed since."""
-        for table, key in getattr(self, "_verified_stats", {}).items():
+        for table, key in self._verified_stats.items():
             path = self.table_path(table)
             if not path.is_file() or _stat_key(path) != key:
                 raise DatasetIntegrityError(f"{path}: changed while it was being loaded; is another job writing this dataset? Try again")

@@ -385,15 +385,16 @@ def _write_validation(dd: DatasetDir, report: ValidationReport, quarantined: dic
     meanwhile: the other one is at least as recent.
     """
     out = json.loads(json.dumps(report.to_json(), default=str))
-    if read_text is not None:
+    paths = {table: dd.quarantine_dir / f"{table}.parquet" for table in TABLES}
+    if read_text is not None and all(p.is_file() for p in paths.values()):
         with contextlib.suppress(ValueError):
             if json.loads(read_text) == out:
                 return
     with dd.lock("writing the validation report", wait=LOCK_WAIT_S):
         if not fresh and _read_text(dd.report_path) != read_text:
             return
-        for table in TABLES:
-            write_parquet(quarantined[table], dd.quarantine_dir / f"{table}.parquet")
+        for table, path in paths.items():
+            write_parquet(quarantined[table], path)
         write_json(out, dd.report_path)  # last: the quarantine tables it describes are in place
 
 

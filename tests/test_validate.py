@@ -339,3 +339,5 @@ def test_a_missing_saved_quarantine_is_a_clear_error(make_dataset):
     with pytest.raises(DatasetError, match=r"quarantine/items\.parquet: cannot read the quarantine .*stylerec data validate"):
         load_dataset(dd.root)
     assert validate_dataset(dd.root).report.tables["items"].reasons == {"image_unreadable": 1}  # a full run starts afresh
+    assert pl.read_parquet(dd.root / "quarantine" / "items.parquet")["item_id"].to_list() == ["i3"]
+    assert load_dataset(dd.root).report.tables["items"].reasons == {"image_unreadable": 1}
