@@ -137,6 +137,14 @@ class DatasetDir:
     def ground_truth_dir(self) -> Path:
         return self.root / GROUND_TRUTH_DIR
 
+    @property
+    def verified_cache_path(self) -> Path:
+        return self.root / VERIFIED
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT_FILE
+
     def exists(self) -> bool:
         return self.manifest_path.is_file()
 
@@ -160,14 +168,6 @@ class DatasetDir:
         if not isinstance(obj["content_sha256"], dict):
             raise DatasetError(f"{path}: 'content_sha256' is not an object; {fix}")
         return Manifest.from_json(obj)
-
-    @property
-    def verified_cache_path(self) -> Path:
-        return self.root / VERIFIED
-
-    @property
-    def report_path(self) -> Path:
-        return self.root / REPORT_FILE
 
     def _read_verified(self) -> dict[str, dict[str, Any]]:
         try:

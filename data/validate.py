@@ -244,7 +244,7 @@ def _split(
     flagged = df.with_columns(_first_reason(rules))
     kept = 0
     if saved is not None:
-        earlier = saved.select(pl.col(SOURCE_ROW).cast(pl.UInt32).alias(_ROW), pl.col("reason").alias("__saved_reason"))
+        earlier = saved.select(pl.col(SOURCE_ROW).cast(flagged.schema[_ROW]).alias(_ROW), pl.col("reason").alias("__saved_reason"))
         flagged = flagged.join(earlier, on=_ROW, how="left", maintain_order="left")
         kept = flagged.filter(pl.col("reason").is_null() & pl.col("__saved_reason").is_not_null()).height
         flagged = flagged.with_columns(pl.coalesce("reason", "__saved_reason").alias("reason"))
