@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ LOCK_WAIT_S = 30.0  # how long a job waits for another one writing the report
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    min_ts: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    min_ts: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # an earlier ``min_ts`` in the manifest lowers it
     max_future: dt.timedelta = dt.timedelta(days=1)  # allowed clock skew past "now"
     check_images: bool = True  # decode every image (slow on huge catalogues)
     image_workers: int = 8
@@ -425,6 +425,7 @@ def validate_dataset(
     if not dd.root.is_dir():
         raise DatasetError(f"{dd.root}: dataset folder does not exist")
     manifest = dd.verified_manifest()  # the tables are the ones manifest.json (and its fingerprint) records
+    cfg = _with_manifest_floor(cfg, manifest, dd.manifest_path)
     raw = {}
     for table in TABLES:
         df = dd.read_raw(table)
@@ -464,6 +465,21 @@ def validate_dataset(
     if write:
         _write_validation(dd, report, quarantined, report_text, fresh)
     return ValidatedDataset(dd, manifest, accepted, quarantined, report)
+
+
+def _with_manifest_floor(cfg: ValidationConfig, manifest: Manifest, path: Path) -> ValidationConfig:
+    """``cfg`` with the earlier of its ``min_ts`` and the manifest's (an importer of older
+    data, e.g. MovieLens-100K from 1997, records the earliest time its data can have)."""
+    floor = manifest.extra.get("min_ts")
+    if floor is None:
+        return cfg
+    try:
+        parsed = dt.datetime.fromisoformat(str(floor))
+    except ValueError as exc:
+        raise DatasetError(f"{path}: 'min_ts' {floor!r} is not an ISO 8601 time") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return replace(cfg, min_ts=parsed) if parsed < cfg.min_ts else cfg
 
 
 def load_dataset(root: str | os.PathLike[str], check_images: bool = False) -> ValidatedDataset:
