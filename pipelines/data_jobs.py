@@ -109,3 +109,18 @@ def summary_cmd(ctx, dataset):
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_summary(summarise(ds, split)))
+
+
+@data_group.command("import-movielens")
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--purchase-threshold", type=click.IntRange(1, 5), default=4, show_default=True, help="ratings at or above it are purchases, the rest views")
+def import_movielens_cmd(src, out, purchase_threshold):
+    """Import MovieLens-100K from SRC (the recbole==1.2.1 wheel, or an ml-100k folder) into OUT."""
+    from data.adapters.movielens import import_movielens
+
+    try:
+        _, report = import_movielens(src, out, purchase_threshold=purchase_threshold)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{report.format()}\ndataset written to {out}; run `stylerec data validate {out}` next")
