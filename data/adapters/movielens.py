@@ -110,7 +110,8 @@ def _int(col: str) -> pl.Expr:
 
 
 def _check_whole(df: pl.DataFrame, col: str, kind: str) -> None:
-    bad = df.filter(pl.col(col).is_null() | (pl.col(col).cast(pl.Float64, strict=False) % 1 != 0))
+    number = pl.col(col).cast(pl.Float64, strict=False)
+    bad = df.filter(number.is_null() | ~number.is_finite() | (number % 1 != 0))
     if bad.height:
         raise DatasetError(f"ml-100k.{kind}: column {col!r} has {bad.height} value(s) that are not whole numbers, e.g. {bad[col][0]!r}")
 
