@@ -243,3 +243,7 @@ def test_the_real_recbole_wheel(tmp_path):
     assert ds.report.tables["items"].notes["items_without_image"] == 1682
     assert ds.interactions.group_by("user_id", "item_id").len()["len"].max() == 1
     assert ds.items["category"].n_unique() == 19 and ds.items["created_at"].null_count() == 0
+
+
+def test_data_help_lists_the_importer():
+    assert "import-movielens" in CliRunner().invoke(cli, ["data", "--help"]).output
