@@ -165,10 +165,11 @@ def test_the_pre_2000_timestamps_pass_only_with_the_manifest_floor(ml_folder, tm
         (lambda p: p / "ml-100k-empty", "missing ml-100k.inter"),
         (lambda p: _zip(p / "other.whl", {"pkg/ml-100k.user": USER}), "lacks recbole/dataset_example/ml-100k/ml-100k.inter"),
         (lambda p: _zip(p / "partial.whl", {f"{WHEEL_DIR}/ml-100k.inter": INTER}), r"lacks recbole/dataset_example/ml-100k/ml-100k.item"),
+        (lambda p: _corrupt(_zip(p / "crc.whl", {f"{WHEEL_DIR}/ml-100k.{k}": t for k, t in SAMPLE.items()})), "cannot read the archive: Bad CRC-32"),
         (lambda p: _folder(p / "nocol", item=ITEM.replace("class:token_seq", "genre:token_seq")), r"ml-100k.item lacks column\(s\) \['class'\]"),
         (lambda p: _folder(p / "badrating", inter=INTER.replace("\t3\t881250950", "\tthree\t881250950")), "'rating' has 1 value"),
     ],
-    ids=["not-a-zip", "empty-folder", "zip-without-files", "zip-missing-item", "missing-column", "bad-rating"],
+    ids=["not-a-zip", "empty-folder", "zip-without-files", "zip-missing-item", "corrupt-member", "missing-column", "bad-rating"],
 )
 def test_cli_one_line_error_for_a_bad_src(tmp_path, make_src, message):
     (tmp_path / "ml-100k-empty").mkdir()
@@ -186,6 +187,12 @@ def _zip(path: Path, members: dict[str, str]) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
         for name, text in members.items():
             zf.writestr(name, text)
+    return path
+
+
+def _corrupt(path: Path) -> Path:
+    """A member's bytes changed after the zip was written (its CRC no longer matches)."""
+    path.write_bytes(path.read_bytes().replace(b"881250949", b"881250948"))
     return path
 
 

