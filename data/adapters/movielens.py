@@ -64,7 +64,9 @@ class MovieLensImportReport:
     def format(self) -> str:
         return (
             f"MovieLens-100K import: {self.items:,} items ({self.items_without_year:,} without a release year), "
-            f"{self.users:,} users, {self.ratings:,} ratings -> {self.purchases:,} purchase + {self.views:,} view events"
+            f"{self.users:,} users, {self.ratings:,} ratings -> {self.purchases:,} purchase + {self.views:,} view events\n"
+            "no images, so no style embeddings: train without the style features "
+            "(e.g. `stylerec train DIR --config recsys/configs/two_tower_id_only.toml`)"
         )
 
 
