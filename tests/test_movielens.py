@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from data.adapters.movielens import WHEEL_DIR, import_movielens
-from data.dataset import DatasetDir
+from data.dataset import DatasetDir, DatasetError
 from data.io import sha256_file
 from data.validate import load_dataset, validate_dataset
 from pipelines.cli import cli
@@ -157,6 +157,12 @@ def test_the_pre_2000_timestamps_pass_only_with_the_manifest_floor(ml_folder, tm
     report = validate_dataset(out).report
     assert report.tables["items"].reasons == {"timestamp_out_of_range": 4}
     assert report.tables["interactions"].reasons == {"unknown_item": 6}
+    # a later floor does not raise the default one; a floor that is not a time is an error
+    dd.write_manifest(manifest.name, manifest.source, manifest.params, extra={"min_ts": "2020-01-01T00:00:00+00:00"})
+    assert validate_dataset(out).report.config["min_ts"] == "2000-01-01T00:00:00+00:00"
+    dd.write_manifest(manifest.name, manifest.source, manifest.params, extra={"min_ts": "long ago"})
+    with pytest.raises(DatasetError, match="manifest.json: 'min_ts' 'long ago' is not an ISO 8601 time"):
+        validate_dataset(out)
 
 
 @pytest.mark.parametrize(
