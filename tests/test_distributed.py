@@ -1,7 +1,9 @@
 """Scale-out: TorchRec DistributedModelParallel under torchrun (2 ranks, gloo, CPU).
 
 The training runs are real ``stylerec train --nproc N`` launches on the tiny StyleMart
-preset; each writes its checkpoints, which the tests read back.
+preset; each writes its checkpoints, which the tests read back. Single steps are compared
+tightly (they are the same computation up to float summation order), two whole epochs
+only on the loss, within the drift measured on every CPU kernel set (docs/distributed.md).
 """
 
 import json
@@ -18,6 +20,7 @@ from safetensors.torch import load_file
 
 from data.split import load_or_create_split
 from data.validate import load_dataset
+from recsys.checkpoint_diff import Deviation, checkpoint_deviation, losses, relative
 from recsys.config import load_run_config
 from recsys.distributed_train import DistributedTrainer
 from recsys.features import build_features
@@ -26,31 +29,24 @@ from recsys.sharding import SHARDED_TYPES, DistContext, parse_sharding
 from recsys.losses import sampled_softmax_loss
 from recsys.train import Trainer, TwoTowerRecommender, build_model
 
-CONFIG = """
-[model]
-item_features = ["item_id", "category", "price", "popularity", "style", "text"]
-user_features = ["user_id", "history", "user_style", "history_text", "user_text"]
-[train]
-epochs = 2
-batch_size = 64
-extra_negatives = 8
-patience = 5
-refit = false
-[features]
-# Item text without reviews, so dropping the reviews with the ids (the title-only vector
-# standing in) changes nothing here. With reviews, the switch leaves a few dense gradient
-# entries near AdamW's eps (1e-8), where the different summation order of 1 and 2 ranks
-# (float noise, ~1e-7 relative at the first step: same masks, rows and gradients otherwise)
-# becomes a different first update; the runs then drift apart by ~1e-4 in the loss, the
-# size of the gradient-scale bugs these tests exist to catch.
-review_text_weight = 0.0
-"""
-# measured on the tiny preset (200-event histories): loss ~8e-8 relative, cosine 0.9999998,
-# Adagrad state up to ~4.5e-5 (t_user_id, t_history; ~3e-6 with 50-event histories);
-# only the float summation order differs between 1 and 2 ranks
-LOSS_RTOL = 1e-6
-MIN_COSINE = 0.99999  # between the two runs' item embeddings, every item
-STATE_RTOL = 1e-4  # the tables' Adagrad sums of squared gradients: a gradient scale off by N shows as N^2
+CONFIGS = Path(__file__).parent / "configs"
+STEPS = CONFIGS / "distributed_steps.toml"  # two epochs of one step each
+EPOCHS = CONFIGS / "distributed_two_epochs.toml"  # two epochs of ~50 steps
+
+# 1 process and 2 ranks run the same steps; only the float summation order differs (rank
+# shares, threads, the CPU's kernels). Bounds are relative deviations (recsys.checkpoint_diff)
+# set from benchmarks/distributed_drift.py, which measures them under ATEN_CPU_CAPABILITY
+# default / avx2 / avx512 with 1 and 2 threads per rank (worst of those, docs/distributed.md).
+# After one and two steps the runs agree to float precision, so a gradient scale off by N
+# (the tables' Adagrad state off by N^2), a lost optimizer state or a wrong row fails here.
+STEP_BOUNDS = {"loss": 3e-6, "weights": 1e-3, "table_state": 2e-4, "dense_state": 2e-4}  # measured worst: 3e-7, 3.1e-5, 1.3e-5, 1.7e-5
+# Adam-style updates turn near-zero gradient entries into steps of up to lr whatever their
+# size, so over ~100 steps the runs drift apart by an amount that depends on the CPU: the
+# mean loss of the two-epoch runs differed by 2e-8 to 9e-6 here (weights up to 1.5e-2, the
+# dense optimizer state up to 0.12) and by 3.7e-4 on an Intel AVX-512 machine. Only the loss
+# is held there, to 5x the worst seen; the weights and optimizer states are held tightly at
+# the steps above, where they are the same computation.
+EPOCH_LOSS_RTOL = 2e-3
 
 
 def stylerec(workdir: Path, tracking: str, *args: str) -> str:
@@ -62,60 +58,68 @@ def stylerec(workdir: Path, tracking: str, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tiny_embedded, tmp_path_factory):
-    """One-process, two-rank, and two-rank-then-resumed-on-one-rank trainings."""
+    """One process vs two ranks, on single-step epochs (also resumed on one rank after the
+    first) and on two whole epochs."""
     base = tmp_path_factory.mktemp("dist")
-    config = base / "full.toml"
-    config.write_text(CONFIG)
     tracking = f"sqlite:///{base / 'mlflow.db'}"
     out = {}
-    for name, steps in {
-        "one": [["--nproc", "1"]],
-        "two": [["--nproc", "2"]],
-        "resumed": [["--nproc", "2", "--epochs", "1", "--sharding", "t_user_id=column_wise"], ["--nproc", "1", "--resume"]],
-    }.items():
+    for name, config, steps in (
+        ("one", STEPS, [["--nproc", "1"]]),
+        ("two", STEPS, [["--nproc", "2"]]),
+        ("resumed", STEPS, [["--nproc", "2", "--epochs", "1", "--sharding", "t_user_id=column_wise"], ["--nproc", "1", "--resume"]]),
+        ("one-epochs", EPOCHS, [["--nproc", "1"]]),
+        ("two-epochs", EPOCHS, [["--nproc", "2"]]),
+    ):
         logs = [stylerec(base / name, tracking, "train", str(tiny_embedded), "--config", str(config), *step) for step in steps]
         (ckpt,) = (base / name / "runs").glob("*/*-sharded")
         out[name] = {"ckpt": ckpt, "log": logs[-1], "first_log": logs[0]}
-    out["tracking"], out["config"], out["base"] = tracking, config, base
+    out["tracking"], out["base"] = tracking, base
     return out
 
 
-def _history(ckpt: Path) -> list[float]:
-    return [h["loss"] for h in json.loads((ckpt / "state.json").read_text())["history"]]
+def assert_within(deviation: Deviation, bounds: dict[str, float], what: str) -> None:
+    figures = deviation.as_dict()
+    over = {k: f"{figures[k]:.2e} > {bounds[k]:.0e} ({deviation.worst.get(k, '')})" for k in bounds if not figures[k] <= bounds[k]}
+    assert not over, f"{what}: {over}"
 
 
-def _item_vectors(ckpt: Path, fs, config) -> torch.Tensor:
+def _features(tiny_embedded, config_path: Path):
+    ds = load_dataset(tiny_embedded)
+    config = load_run_config(config_path)
+    return build_features(ds, load_or_create_split(ds), config.features), config
+
+
+def _item_vectors(ckpt: Path, epoch: int, fs, config) -> torch.Tensor:
     model = TwoTower(config.model, Vocab.of(fs), TwoTower.item_tables(fs))
-    model.load_state_dict(load_file(str(ckpt / "epoch-001.safetensors")))
+    model.load_state_dict(load_file(str(ckpt / f"epoch-{epoch:03d}.safetensors")))
     return TwoTowerRecommender(model, fs).item_matrix()
 
 
-def test_two_ranks_match_one_process_and_resume_on_another_rank_count(runs, tiny_embedded):
-    one, two, resumed = (_history(runs[k]["ckpt"]) for k in ("one", "two", "resumed"))
-    assert len(one) == len(two) == len(resumed) == 2
-    np.testing.assert_allclose(two, one, rtol=LOSS_RTOL)
-    np.testing.assert_allclose(resumed, two, rtol=LOSS_RTOL)
+def test_first_steps_on_two_ranks_match_one_process(runs):
+    for epoch in (0, 1):  # after one step and after two
+        assert_within(checkpoint_deviation(runs["one"]["ckpt"], runs["two"]["ckpt"], epoch), STEP_BOUNDS, f"step {epoch + 1}")
+    state = load_file(str(runs["one"]["ckpt"] / "epoch-000.sparse-optim.safetensors"))
+    assert all(float(v.norm()) > 0 for v in state.values())  # every table was updated
+
+
+def test_resume_on_another_rank_count_continues_the_same_steps(runs):
     assert json.loads((runs["resumed"]["ckpt"] / "state.json").read_text())["world_size"] == 1
+    assert_within(checkpoint_deviation(runs["two"]["ckpt"], runs["resumed"]["ckpt"], 1), STEP_BOUNDS, "2 ranks, then 1 rank resumed")
 
-    ds = load_dataset(tiny_embedded)
-    config = load_run_config(runs["config"])
-    fs = build_features(ds, load_or_create_split(ds), config.features)
-    vectors = {k: _item_vectors(runs[k]["ckpt"], fs, config) for k in ("one", "two", "resumed")}
-    for k in ("two", "resumed"):
-        cosine = (vectors[k] * vectors["one"]).sum(1)
-        assert float(cosine.min()) >= MIN_COSINE, (k, float(cosine.min()))
-        states = [load_file(str(runs[r]["ckpt"] / "epoch-001.sparse-optim.safetensors")) for r in ("one", k)]
-        assert sorted(states[0]) == sorted(states[1])
-        for key in states[0]:
-            a, b = states[0][key], states[1][key]
-            assert float((a - b).norm() / a.norm()) < STATE_RTOL, (k, key)
-    # training moved the embeddings: the agreement is not that of two untrained models
+
+def test_two_epochs_on_two_ranks_stay_within_the_measured_drift(runs, tiny_embedded):
+    one, two = runs["one-epochs"]["ckpt"], runs["two-epochs"]["ckpt"]
+    assert len(losses(one)) == len(losses(two)) == 2
+    np.testing.assert_allclose(losses(two), losses(one), rtol=EPOCH_LOSS_RTOL)
+    # both trained: the loss fell, and the item vectors moved away from the initial ones
+    assert losses(two)[1] < losses(two)[0] * 0.99
+    fs, config = _features(tiny_embedded, EPOCHS)
     torch.manual_seed(config.train.seed)
-    init = TwoTower(config.model, Vocab.of(fs), TwoTower.item_tables(fs))
-    assert float((TwoTowerRecommender(init, fs).item_matrix() * vectors["one"]).sum(1).mean()) < 0.99
+    init = TwoTowerRecommender(TwoTower(config.model, Vocab.of(fs), TwoTower.item_tables(fs)), fs).item_matrix()
+    assert float((init * _item_vectors(two, 1, fs, config)).sum(1).mean()) < 0.99
 
 
-def _plain_pytorch_reference(fs, config, epochs: int) -> tuple[list[float], TwoTower]:
+def _plain_pytorch_reference(fs, config) -> tuple[list[float], TwoTower, list[torch.optim.Optimizer]]:
     """The distributed steps written out for one process without TorchRec sharding: whole
     global batches, torch's Adagrad on the embedding tables, AdamW on the rest, and the
     same per-global-batch draws of dropout masks and extra negatives."""
@@ -131,7 +135,7 @@ def _plain_pytorch_reference(fs, config, epochs: int) -> tuple[list[float], TwoT
     neg_q = torch.full((n_neg,), float(np.log(1.0 / fs.items.n)))
     model.train()
     history = []
-    for epoch in range(epochs):
+    for epoch in range(tcfg.epochs):
         gen.manual_seed(tcfg.seed * 1000 + epoch)
         losses = []
         for idx in batches(examples, epoch):
@@ -152,18 +156,30 @@ def _plain_pytorch_reference(fs, config, epochs: int) -> tuple[list[float], TwoT
                 opt.step()
             losses.append(loss.item())
         history.append(float(np.mean(losses)))
-    return history, model.eval()
+    return history, model.eval(), optimizers
 
 
 def test_two_ranks_match_a_plain_pytorch_reference(runs, tiny_embedded):
-    ds = load_dataset(tiny_embedded)
-    config = load_run_config(runs["config"])
-    fs = build_features(ds, load_or_create_split(ds), config.features)
-    history, model = _plain_pytorch_reference(fs, config, epochs=2)
-    np.testing.assert_allclose(_history(runs["two"]["ckpt"]), history, rtol=LOSS_RTOL)
-    reference = TwoTowerRecommender(model, fs).item_matrix()
-    cosine = (reference * _item_vectors(runs["two"]["ckpt"], fs, config)).sum(1)
-    assert float(cosine.min()) >= MIN_COSINE, float(cosine.min())
+    fs, config = _features(tiny_embedded, STEPS)
+    history, model, (adagrad, adamw) = _plain_pytorch_reference(fs, config)
+    ckpt = runs["two"]["ckpt"]
+    np.testing.assert_allclose(losses(ckpt), history, rtol=STEP_BOUNDS["loss"])
+    weights = load_file(str(ckpt / "epoch-001.safetensors"))
+    params = dict(model.named_parameters())
+    worst_weight = max(relative(p.detach(), weights[n]) for n, p in params.items())
+    assert worst_weight <= STEP_BOUNDS["weights"], worst_weight
+    # the tables' Adagrad sums of squared gradients: torch's Adagrad vs TorchRec's fused one
+    sparse = load_file(str(ckpt / "epoch-001.sparse-optim.safetensors"))
+    assert len(sparse) == len(adagrad.state)
+    for key, value in sparse.items():
+        ref = adagrad.state[params[key.split("::")[0]]]["sum"]
+        assert relative(ref, value) <= STEP_BOUNDS["table_state"], key
+    # the dense parameters' AdamW first moments, in the same parameter order
+    dense = torch.load(ckpt / "epoch-001.optim.pt", weights_only=True)["state"]
+    refs = [adamw.state[p]["exp_avg"] for p in adamw.param_groups[0]["params"]]
+    assert [tuple(s["exp_avg"].shape) for s in dense.values()] == [tuple(r.shape) for r in refs]
+    for (i, s), ref in zip(dense.items(), refs, strict=True):
+        assert relative(ref, s["exp_avg"]) <= STEP_BOUNDS["dense_state"], i
 
 
 def test_rank_zero_prints_the_plan_tracks_and_registers(runs):
