@@ -1,10 +1,12 @@
 """The demo end to end on the tiny preset: every stage runs, and a re-run re-uses the model."""
 
+import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import cli
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_reuses_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -29,6 +29,8 @@ from recsys.sharding import SHARDED_TYPES, DistContext, parse_sharding
 from recsys.losses import sampled_softmax_loss
 from recsys.train import Trainer, TwoTowerRecommender, build_model
 
+pytestmark = pytest.mark.slow  # ~5 minutes of torchrun launches
+
 CONFIGS = Path(__file__).parent / "configs"
 STEPS = CONFIGS / "distributed_steps.toml"  # two epochs of one step each
 EPOCHS = CONFIGS / "distributed_two_epochs.toml"  # two epochs of ~50 steps

@@ -19,6 +19,7 @@ def mlflow_store(tmp_path, monkeypatch):
     return uri
 
 
+@pytest.mark.slow
 def test_train_registers_champion_and_evaluate_compares(tiny_embedded, tmp_path, mlflow_store):
     root = tmp_path / "ds"
     shutil.copytree(tiny_embedded, root)

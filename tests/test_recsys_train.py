@@ -20,6 +20,7 @@ from style.embeddings import embeddings_path
 SMALL = TrainConfig(epochs=3, batch_size=64, patience=5, val_users=None, refit=False)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_resumable(tiny_features, tmp_path):
     fs = tiny_features
     a = Trainer(fs, TwoTowerConfig(), SMALL, progress=False).fit()
@@ -44,6 +45,7 @@ def test_refit_covers_validation_items(tiny_features):
     assert (result.features.items.id_index[val_items] > 0).all()
 
 
+@pytest.mark.slow
 def test_two_tower_beats_popularity_and_reaches_cold_items(tiny_features, tiny_embedded):
     fs = tiny_features
     truth = load_ground_truth(fs, tiny_embedded)
