@@ -32,6 +32,8 @@ _SILENCED = (
 _SILENCED_LOGS = (
     # torch.fx warns once per process when TorchRec's modules ask whether fx is tracing
     ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
+    # MLflow checking the logged model's input example: an internal step of `train`
+    ("mlflow.pyfunc", "Validating input example against model signature"),
 )
 
 
