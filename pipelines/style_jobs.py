@@ -161,11 +161,11 @@ def user_style_vector(ds: ValidatedDataset, space: StyleSpace, user_id: str) -> 
     """The user's taste in style space, weighted as the model weighs the user's history
     (style.space.profile_weights: the last HISTORY_LEN events, the model's event and
     recency weights), as of the user's last event."""
-    events = ds.interactions.filter(pl.col("user_id") == user_id).sort(["ts", "item_id"])
-    events = events.tail(HISTORY_LEN).filter(pl.col("item_id").is_in(space.ids.tolist()))
+    history = ds.interactions.filter(pl.col("user_id") == user_id).sort(["ts", "item_id"]).tail(HISTORY_LEN)
+    events = history.filter(pl.col("item_id").is_in(space.ids.tolist()))
     if events.height == 0:
         raise click.ClickException(f"user {user_id!r} has no interactions with embedded items")
-    now = ds.interactions.filter(pl.col("user_id") == user_id)["ts"].max()
+    now = history["ts"].max()
     ages = ((now - events["ts"]).dt.total_seconds() / 86_400).to_numpy()
     weights = profile_weights(ages, events["event"].to_numpy())
     return style_profile(space.vectors[space.rows(events["item_id"].to_list())], weights)
