@@ -19,6 +19,8 @@ ENV_DEFAULTS = {
     "OPENBLAS_NUM_THREADS": "1",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
+    # the text model's "Loading weights" bar: a file read from site-packages, nothing to wait for
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 
 # (category, message regex, module regex): notices of libraries about their own internals

@@ -48,25 +48,14 @@ def build_features(
 
     encoders = encoders or derive_encoders(items_sorted, item_prices(items_sorted), style.space, cfg)
     items = item_table(item_ids, items_sorted, split, cfg, encoders, style, text, text_plain)
-    rv = review_log(reviews, review_vecs, len(user_ids))
     fs = FeatureSet(
         config=cfg,
         items=items,
         user_ids=user_ids,
         user_index=np.zeros(len(user_ids), np.int64),
         split=split,
-        ev_user=log.user,
-        ev_item=log.item,
-        ev_ts=log.ts,
-        ev_weight=log.weight,
-        ev_hist_weight=log.hist_weight,
-        ev_fold=log.fold,
-        ev_event=log.event,
-        ev_key=log.key,
-        ev_start=log.start,
-        rv_key=rv.key,
-        rv_start=rv.start,
-        rv_cumsum=rv.cumsum,
+        **log,
+        **review_log(reviews, review_vecs, len(user_ids)),
         style_dim=style.dim,
         fingerprint=ds.manifest.fingerprint,
         encoders=encoders,

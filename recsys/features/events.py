@@ -43,27 +43,8 @@ class Examples:
         return len(self.user)
 
 
-@dataclass
-class EventLog:
-    user: np.ndarray
-    item: np.ndarray
-    ts: np.ndarray
-    weight: np.ndarray
-    hist_weight: np.ndarray  # the weight of each event inside a user's history
-    fold: np.ndarray
-    event: np.ndarray
-    key: np.ndarray
-    start: np.ndarray  # (n_users + 1,) offsets
-
-
-@dataclass
-class ReviewLog:
-    key: np.ndarray
-    start: np.ndarray
-    cumsum: np.ndarray  # (R + 1, 384) cumulative text sums
-
-
-def event_log(ds: ValidatedDataset, split: Split, cfg: FeatureConfig, item_row: dict, user_row: dict) -> EventLog:
+def event_log(ds: ValidatedDataset, split: Split, cfg: FeatureConfig, item_row: dict, user_row: dict) -> dict[str, np.ndarray]:
+    """The event log sorted by (user row, ts), as the ``ev_*`` fields of a FeatureSet."""
     folded = assign_folds(ds.interactions, split)
     ev = folded.select(
         pl.col("user_id").replace_strict(user_row, return_dtype=pl.Int64).alias("u"),
@@ -76,17 +57,17 @@ def event_log(ds: ValidatedDataset, split: Split, cfg: FeatureConfig, item_row: 
     ).sort(["u", "t", "e", "i"])
     ev_user = ev["u"].to_numpy()
     ev_ts = ev["t"].to_numpy()
-    return EventLog(
-        user=ev_user,
-        item=ev["i"].to_numpy(),
-        ts=ev_ts,
-        weight=ev["w"].to_numpy(),
-        hist_weight=ev["hw"].to_numpy(),
-        fold=ev["fold"].to_numpy(),
-        event=ev["e"].to_numpy(),
-        key=ev_user * KEY + ev_ts,
-        start=np.searchsorted(ev_user, np.arange(len(user_row) + 1), side="left"),
-    )
+    return {
+        "ev_user": ev_user,
+        "ev_item": ev["i"].to_numpy(),
+        "ev_ts": ev_ts,
+        "ev_weight": ev["w"].to_numpy(),
+        "ev_hist_weight": ev["hw"].to_numpy(),
+        "ev_fold": ev["fold"].to_numpy(),
+        "ev_event": ev["e"].to_numpy(),
+        "ev_key": ev_user * KEY + ev_ts,
+        "ev_start": np.searchsorted(ev_user, np.arange(len(user_row) + 1), side="left"),
+    }
 
 
 def review_table(ds: ValidatedDataset, item_row: dict, user_row: dict) -> pl.DataFrame:
@@ -98,13 +79,14 @@ def review_table(ds: ValidatedDataset, item_row: dict, user_row: dict) -> pl.Dat
     ).drop_nulls(["u", "i"]).sort(["u", "t", "i"])
 
 
-def review_log(reviews: pl.DataFrame, review_vecs: np.ndarray, n_users: int) -> ReviewLog:
+def review_log(reviews: pl.DataFrame, review_vecs: np.ndarray, n_users: int) -> dict[str, np.ndarray]:
+    """Reviews sorted by (user row, ts) with cumulative text sums, as the ``rv_*`` fields of a FeatureSet."""
     rv_user = reviews["u"].to_numpy()
     rv_key = rv_user * KEY + reviews["t"].to_numpy()
     rv_cumsum = np.zeros((len(rv_key) + 1, TEXT_DIM), np.float64)
     if len(rv_key):
         np.cumsum(review_vecs, axis=0, out=rv_cumsum[1:])
-    return ReviewLog(rv_key, np.searchsorted(rv_user, np.arange(n_users + 1), side="left"), rv_cumsum)
+    return {"rv_key": rv_key, "rv_start": np.searchsorted(rv_user, np.arange(n_users + 1), side="left"), "rv_cumsum": rv_cumsum}
 
 
 # -- queries ---------------------------------------------------------------------------
