@@ -36,6 +36,9 @@ _SILENCED_LOGS = (
     ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
     # MLflow checking the logged model's input example: an internal step of `train`
     ("mlflow.pyfunc", "Validating input example against model signature"),
+    # TorchRec's planner on how it was constructed (every rank, every run)
+    ("torchrec.distributed.planner.types", "The topology was constructed directly"),
+    ("torchrec.distributed.planner.storage_reservations", "dense tensor size calculation in dry run"),
 )
 
 
@@ -86,4 +89,7 @@ def torchrun_module(nproc: int, module: str, args: list[str]) -> list[str]:
 
 
 def launch(nproc: int, module: str, args: list[str]) -> int:
-    return subprocess.call(torchrun_module(nproc, module, args))
+    # torchrun sets OMP_NUM_THREADS=1 for its ranks when unset, with a banner saying so;
+    # the training entry sets torch's threads per rank itself
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.call(torchrun_module(nproc, module, args), env=env)
