@@ -6,6 +6,9 @@ VENV ?= .venv
 TORCHREC_REQUIREMENTS ?= requirements/torchrec-cpu.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stylerec-installed
+# the whole stack pinned with hashes, compiled from pyproject.toml by `make lock`
+LOCK := requirements/lock.txt
+LOCK_PLATFORM ?= x86_64-manylinux_2_28
 PYTEST_ARGS ?=
 
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow/mlflow.db
@@ -13,17 +16,26 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: venv browser demo test bench clean
+.PHONY: venv lock browser demo test test-fast bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/torch.txt $(TORCHREC_REQUIREMENTS)
+$(STAMP): pyproject.toml $(LOCK) $(TORCHREC_REQUIREMENTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/torch.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
 	# torchrec declares the CUDA fbgemm-gpu: install it and its CPU kernels without deps
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r $(TORCHREC_REQUIREMENTS)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	# the project itself: its dependencies all come from the lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+# re-resolve the newest versions pyproject.toml allows, with hashes (uv, installed on demand)
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
+		--python-platform $(LOCK_PLATFORM) --no-header --annotation-style line -o $(LOCK).new
+	(sed -n '1,3p' $(LOCK); cat $(LOCK).new) > $(LOCK).tmp && rm $(LOCK).new && mv $(LOCK).tmp $(LOCK)
+	@echo "$(LOCK) updated: review the diff, then run make venv && make test"
 
 # Debian's Chromium renders the A/B report in a test (headless screenshot and DOM)
 browser:
@@ -32,8 +44,13 @@ browser:
 demo: venv
 	$(BIN)/stylerec demo
 
+# everything (CI's entry)
 test: venv browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the inner loop: the tests not marked slow
+test-fast: venv browser
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/synth.py

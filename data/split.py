@@ -17,7 +17,7 @@ import polars as pl
 
 from data.dataset import DatasetDir, DatasetError
 from data.io import read_json, write_json, write_parquet
-from data.validate import ValidatedDataset
+from data.validate import LOCK_WAIT_S, ValidatedDataset
 
 SPLIT_FILE = "split.json"
 FOLDS = ("train", "val", "test")
@@ -142,6 +142,11 @@ def make_split(interactions: pl.DataFrame, items: pl.DataFrame, users: pl.DataFr
 
 
 def save_split(dd: DatasetDir, split: Split) -> None:
+    with dd.lock("writing the split", wait=LOCK_WAIT_S):
+        _write_split(dd, split)
+
+
+def _write_split(dd: DatasetDir, split: Split) -> None:
     write_parquet(pl.DataFrame({"item_id": sorted(split.cold_items)}, schema={"item_id": pl.String}), dd.split_dir / "cold_items.parquet")
     write_parquet(pl.DataFrame({"user_id": sorted(split.cold_users)}, schema={"user_id": pl.String}), dd.split_dir / "cold_users.parquet")
     write_json(split.to_json(), dd.split_dir / SPLIT_FILE)  # written last: marks the split complete

@@ -3,12 +3,20 @@
 Structural problems (a missing table, a missing column, a column of the wrong type) make
 the whole dataset unreadable and raise :class:`SchemaError` naming the file and column.
 Row-level problems never raise: the row goes to ``quarantine/<table>.parquet`` with a
-``reason`` column, and the report reconciles rows in = accepted + quarantined per table.
+``reason`` column (and ``source_row``, its 0-based row in the table), and the report
+reconciles rows in = accepted + quarantined per table.
+
+What a full validation (images decoded) quarantined stays quarantined: the lighter load
+every job runs (images not decoded) re-applies the saved quarantine of the same tables
+(same manifest fingerprint) by row, and adds what it finds to the report instead of
+replacing it. Only a new full validation, or new tables, start afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -18,12 +26,14 @@ from typing import Any
 import polars as pl
 from PIL import Image
 
-from data.dataset import DatasetDir, DatasetError, Manifest, SchemaError
+from data.dataset import REPORT_FILE, DatasetDir, DatasetError, DatasetIntegrityError, Manifest, SchemaError  # noqa: F401 (re-exported)
 from data.io import write_json, write_parquet
 from data.schema import CANONICAL_DTYPES, EVENT_TYPES, SCHEMAS, TABLES, UTC_DATETIME, TableSchema, dtype_matches
 
-REPORT_FILE = "validation_report.json"
 _ROW = "__row"
+SOURCE_ROW = "source_row"  # in quarantine tables: the row's 0-based position in the table file
+KEPT_NOTE = "kept_from_earlier_validation"
+LOCK_WAIT_S = 30.0  # how long a job waits for another one writing the report
 
 
 @dataclass(frozen=True)
@@ -53,10 +63,12 @@ class ValidationReport:
     dataset: str
     tables: dict[str, TableReport]
     config: dict[str, Any]
+    fingerprint: str = ""  # the manifest fingerprint of the tables validated
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
+            "fingerprint": self.fingerprint,
             "config": self.config,
             "tables": {name: asdict(rep) | {"reconciled": rep.reconciled} for name, rep in self.tables.items()},
         }
@@ -116,12 +128,39 @@ def check_schema(schema: TableSchema, df: pl.DataFrame, path: Path) -> None:
             )
 
 
+# ISO-8601 as written in the wild, after `_iso_text`: "T" separator, offset "+hh:mm"/"+hhmm"
+_ISO_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
+_ISO_NAIVE = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+
+
+def _iso_text(col: pl.Expr) -> pl.Expr:
+    """Strings in one ISO-8601 spelling: date and time joined by "T", "Z"/"UTC" as "+00:00"."""
+    return (
+        col.str.strip_chars()
+        .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+        .str.replace(r"\s*(?:[zZ]|UTC)$", "+00:00")
+        .str.replace(r"\s+([+-]\d{2}:?\d{2})$", "${1}")
+    )
+
+
+def parse_timestamps(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 strings as UTC datetimes: space or "T" separator, with or without seconds
+    and fractional seconds, "Z" or a "+hh:mm" / "+hhmm" offset (converted to UTC; none means
+    UTC), or a date alone (midnight UTC). Anything else becomes null."""
+    text = _iso_text(col)
+    return pl.coalesce(
+        *[text.str.to_datetime(fmt, strict=False, time_unit="us").dt.convert_time_zone("UTC") for fmt in _ISO_AWARE],
+        *[text.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC") for fmt in _ISO_NAIVE],
+        text.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+    )
+
+
 def _normalise_column(df: pl.DataFrame, name: str, kind: str) -> pl.Expr:
     dtype = df.schema[name]
     col = pl.col(name)
     if kind == "datetime":
         if dtype == pl.String:
-            return col.str.to_datetime(strict=False, time_zone="UTC", time_unit="us").alias(name)
+            return parse_timestamps(col).alias(name)
         if dtype == pl.Date:
             return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias(name)
         if isinstance(dtype, pl.Datetime):
@@ -140,6 +179,11 @@ def normalise(schema: TableSchema, df: pl.DataFrame) -> pl.DataFrame:
 
 # ---------------------------------------------------------------------------------------
 # row rules
+
+
+def _blank(name: str) -> pl.Expr:
+    """A key that is null, empty or only white space."""
+    return pl.col(name).is_null() | (pl.col(name).str.strip_chars() == "")
 
 
 def _first_reason(rules: list[tuple[str, pl.Expr]]) -> pl.Expr:
@@ -189,13 +233,33 @@ def _image_problems(dd: DatasetDir, manifest: Manifest | None, paths: list[str],
         return {rel: reason for rel, reason in zip(paths, problems, strict=True) if reason is not None}
 
 
-def _split(df: pl.DataFrame, raw: pl.DataFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _split(
+    df: pl.DataFrame, raw: pl.DataFrame, rules: list[tuple[str, pl.Expr]], saved: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """Accepted rows, quarantined rows (as read, with ``reason`` and ``source_row``) and notes.
+
+    ``saved`` (``source_row``, ``reason``) is an earlier validation's quarantine of the same
+    table: a row it holds stays quarantined with its saved reason when no rule fires now.
+    """
     flagged = df.with_columns(_first_reason(rules))
+    kept = 0
+    if saved is not None:
+        earlier = saved.select(pl.col(SOURCE_ROW).cast(flagged.schema[_ROW]).alias(_ROW), pl.col("reason").alias("__saved_reason"))
+        flagged = flagged.join(earlier, on=_ROW, how="left", maintain_order="left")
+        kept = flagged.filter(pl.col("reason").is_null() & pl.col("__saved_reason").is_not_null()).height
+        flagged = flagged.with_columns(pl.coalesce("reason", "__saved_reason").alias("reason"))
     accepted = flagged.filter(pl.col("reason").is_null()).drop("reason")
     bad = flagged.filter(pl.col("reason").is_not_null()).select(_ROW, "reason")
     # quarantine keeps the rows as they were read (e.g. the unparseable timestamp string)
-    quarantined = raw.with_row_index(_ROW).join(bad, on=_ROW, how="inner").sort(_ROW).drop(_ROW)
-    return accepted.drop([c for c in accepted.columns if c.startswith("__")]), quarantined
+    quarantined = (
+        raw.with_row_index(_ROW)
+        .join(bad, on=_ROW, how="inner")
+        .sort(_ROW)
+        .with_columns(pl.col(_ROW).cast(pl.Int64).alias(SOURCE_ROW))
+        .drop(_ROW)
+    )
+    notes = {KEPT_NOTE: kept} if kept else {}
+    return accepted.drop([c for c in accepted.columns if c.startswith("__")]), quarantined, notes
 
 
 def _prepare(schema: TableSchema, raw: pl.DataFrame) -> pl.DataFrame:
@@ -205,7 +269,7 @@ def _prepare(schema: TableSchema, raw: pl.DataFrame) -> pl.DataFrame:
     return normalise(schema, df)
 
 
-def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None, cfg: ValidationConfig, now: dt.datetime):
+def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None, cfg: ValidationConfig, now: dt.datetime, saved=None):
     schema = SCHEMAS["items"]
     df = _prepare(schema, raw)
     paths = df.get_column("image_path").drop_nulls().unique().to_list()
@@ -216,8 +280,8 @@ def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None
     )
     df = df.join(problem_df, on="image_path", how="left")
     rules = [
-        ("null_key", pl.col("item_id").is_null() | (pl.col("item_id").str.strip_chars() == "")),
-        ("bad_price", pl.col("price").is_not_null() & (pl.col("price").is_nan() | (pl.col("price") < 0))),
+        ("null_key", _blank("item_id")),
+        ("bad_price", pl.col("price").is_not_null() & (pl.col("price").is_nan() | pl.col("price").is_infinite() | (pl.col("price") < 0))),
         *_ts_rules("created_at", cfg, now),
         ("image_path_escapes_dataset", pl.col("__image_problem") == "image_path_escapes_dataset"),
         ("image_missing", pl.col("__image_problem") == "image_missing"),
@@ -225,25 +289,24 @@ def _validate_items(raw: pl.DataFrame, dd: DatasetDir, manifest: Manifest | None
         ("duplicate_id", ~pl.col("item_id").is_first_distinct()),
     ]
     df = df.sort(_ROW)
-    accepted, quarantined = _split(df, raw, rules)
-    notes = {"items_without_image": int(accepted.get_column("image_path").null_count())}
+    accepted, quarantined, notes = _split(df, raw, rules, saved)
+    notes["items_without_image"] = int(accepted.get_column("image_path").null_count())
     return accepted, quarantined, notes
 
 
-def _validate_users(raw: pl.DataFrame):
+def _validate_users(raw: pl.DataFrame, saved=None):
     schema = SCHEMAS["users"]
     df = _prepare(schema, raw)
     rules = [
-        ("null_key", pl.col("user_id").is_null() | (pl.col("user_id").str.strip_chars() == "")),
+        ("null_key", _blank("user_id")),
         ("duplicate_id", ~pl.col("user_id").is_first_distinct()),
     ]
-    accepted, quarantined = _split(df, raw, rules)
-    return accepted, quarantined, {}
+    return _split(df, raw, rules, saved)
 
 
 def _reference_rules(user_ids: pl.Series, item_ids: pl.Series) -> list[tuple[str, pl.Expr]]:
     return [
-        ("null_key", pl.col("user_id").is_null() | pl.col("item_id").is_null()),
+        ("null_key", _blank("user_id") | _blank("item_id")),
         ("unknown_user", ~pl.col("user_id").is_in(user_ids.implode())),
         ("unknown_item", ~pl.col("item_id").is_in(item_ids.implode())),
     ]
@@ -253,7 +316,7 @@ def _exact_duplicate(columns: list[str]) -> pl.Expr:
     return ~pl.struct(columns).is_first_distinct()
 
 
-def _validate_interactions(raw, users, items, cfg, now):
+def _validate_interactions(raw, users, items, cfg, now, saved=None):
     schema = SCHEMAS["interactions"]
     df = _prepare(schema, raw)
     rules = [
@@ -263,11 +326,10 @@ def _validate_interactions(raw, users, items, cfg, now):
         ("bad_quantity", pl.col("quantity").is_null() | (pl.col("quantity") < 1)),
         ("duplicate_event", _exact_duplicate([c for c in raw.columns])),
     ]
-    accepted, quarantined = _split(df, raw, rules)
-    return accepted, quarantined, {}
+    return _split(df, raw, rules, saved)
 
 
-def _validate_reviews(raw, users, items, cfg, now):
+def _validate_reviews(raw, users, items, cfg, now, saved=None):
     schema = SCHEMAS["reviews"]
     df = _prepare(schema, raw)
     rules = [
@@ -276,8 +338,64 @@ def _validate_reviews(raw, users, items, cfg, now):
         ("rating_out_of_range", pl.col("rating").is_null() | (pl.col("rating") < 1) | (pl.col("rating") > 5)),
         ("duplicate_review", _exact_duplicate([c for c in raw.columns])),
     ]
-    accepted, quarantined = _split(df, raw, rules)
-    return accepted, quarantined, {}
+    return _split(df, raw, rules, saved)
+
+
+# ---------------------------------------------------------------------------------------
+# the saved validation
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _saved_validation(dd: DatasetDir, report_text: str | None, fingerprint: str) -> tuple[dict[str, pl.DataFrame], dict[str, Any]] | None:
+    """The quarantine (``source_row``, ``reason`` per table) and config of an earlier
+    validation of these very tables, or None when there is none (or it was of other tables)."""
+    if report_text is None:
+        return None
+    try:
+        report = json.loads(report_text)
+    except ValueError:
+        return None  # a broken report is replaced
+    if not isinstance(report, dict) or report.get("fingerprint") != fingerprint:
+        return None  # made for other tables (or before reports carried the fingerprint)
+    quarantine = {}
+    for table in TABLES:
+        path = dd.quarantine_dir / f"{table}.parquet"
+        try:
+            quarantine[table] = pl.read_parquet(path, columns=[SOURCE_ROW, "reason"])
+        except Exception as exc:  # polars raises several error types for missing/broken files
+            raise DatasetError(
+                f"{path}: cannot read the quarantine that {dd.report_path.name} records ({exc.__class__.__name__}); "
+                f"run `stylerec data validate {dd.root}` to validate afresh"
+            ) from exc
+    config = report.get("config")
+    return quarantine, config if isinstance(config, dict) else {}
+
+
+def _write_validation(dd: DatasetDir, report: ValidationReport, quarantined: dict[str, pl.DataFrame], read_text: str | None, fresh: bool) -> None:
+    """Write the quarantine tables, then the report (under the folder lock).
+
+    Nothing is written when the saved report already says the same. A run that built on
+    the saved report (not ``fresh``) writes nothing if another job replaced that report
+    meanwhile: the other one is at least as recent.
+    """
+    out = json.loads(json.dumps(report.to_json(), default=str))
+    paths = {table: dd.quarantine_dir / f"{table}.parquet" for table in TABLES}
+    if read_text is not None and all(p.is_file() for p in paths.values()):
+        with contextlib.suppress(ValueError):
+            if json.loads(read_text) == out:
+                return
+    with dd.lock("writing the validation report", wait=LOCK_WAIT_S):
+        if not fresh and _read_text(dd.report_path) != read_text:
+            return
+        for table, path in paths.items():
+            write_parquet(quarantined[table], path)
+        write_json(out, dd.report_path)  # last: the quarantine tables it describes are in place
 
 
 # ---------------------------------------------------------------------------------------
@@ -292,28 +410,39 @@ def validate_dataset(
 ) -> ValidatedDataset:
     """Validate every table of the dataset at ``root``.
 
-    Raises :class:`SchemaError` for structural problems. With ``write`` the quarantine
-    tables and ``validation_report.json`` are (atomically) written into the dataset.
+    Raises :class:`SchemaError` for structural problems and :class:`DatasetIntegrityError`
+    for tables that are not the ones ``manifest.json`` records. With ``write`` the
+    quarantine tables and ``validation_report.json`` are (atomically, under the folder
+    lock) written into the dataset.
+
+    A run that decodes images is a full validation and starts afresh. A lighter run keeps
+    what the saved validation of the same tables quarantined (e.g. unreadable images) and
+    adds what it finds itself, so a job's own load never undoes a stricter validation.
     """
     cfg = config or ValidationConfig()
     now = now or dt.datetime.now(dt.UTC)
     dd = DatasetDir(root)
     if not dd.root.is_dir():
         raise DatasetError(f"{dd.root}: dataset folder does not exist")
-    manifest = dd.manifest()
+    manifest = dd.verified_manifest()  # the tables are the ones manifest.json (and its fingerprint) records
     raw = {}
     for table in TABLES:
         df = dd.read_raw(table)
         check_schema(SCHEMAS[table], df, dd.table_path(table))
         raw[table] = df
+    dd.check_unchanged()
+    fresh = cfg.check_images
+    report_text = _read_text(dd.report_path)
+    saved = None if fresh else _saved_validation(dd, report_text, manifest.fingerprint)
+    earlier = saved[0] if saved else dict.fromkeys(TABLES)
 
     accepted: dict[str, pl.DataFrame] = {}
     quarantined: dict[str, pl.DataFrame] = {}
     notes: dict[str, dict[str, int]] = {}
-    accepted["items"], quarantined["items"], notes["items"] = _validate_items(raw["items"], dd, manifest, cfg, now)
-    accepted["users"], quarantined["users"], notes["users"] = _validate_users(raw["users"])
+    accepted["items"], quarantined["items"], notes["items"] = _validate_items(raw["items"], dd, manifest, cfg, now, earlier["items"])
+    accepted["users"], quarantined["users"], notes["users"] = _validate_users(raw["users"], earlier["users"])
     for table, fn in (("interactions", _validate_interactions), ("reviews", _validate_reviews)):
-        accepted[table], quarantined[table], notes[table] = fn(raw[table], accepted["users"], accepted["items"], cfg, now)
+        accepted[table], quarantined[table], notes[table] = fn(raw[table], accepted["users"], accepted["items"], cfg, now, earlier[table])
 
     tables = {}
     for table in TABLES:
@@ -328,15 +457,12 @@ def validate_dataset(
         )
         if not tables[table].reconciled:  # pragma: no cover - an invariant of _split
             raise AssertionError(f"{table}: rows in != accepted + quarantined")
-    report = ValidationReport(
-        dataset=str(dd.root),
-        tables=tables,
-        config={"min_ts": cfg.min_ts.isoformat(), "max_future": str(cfg.max_future), "check_images": cfg.check_images},
-    )
+    config = {"min_ts": cfg.min_ts.isoformat(), "max_future": str(cfg.max_future), "check_images": cfg.check_images}
+    if saved:  # what the report covers: the images were decoded if the saved validation did
+        config["check_images"] = cfg.check_images or bool(saved[1].get("check_images"))
+    report = ValidationReport(dataset=str(dd.root), tables=tables, config=config, fingerprint=manifest.fingerprint)
     if write:
-        for table in TABLES:
-            write_parquet(quarantined[table], dd.quarantine_dir / f"{table}.parquet")
-        write_json(report.to_json(), dd.root / REPORT_FILE)
+        _write_validation(dd, report, quarantined, report_text, fresh)
     return ValidatedDataset(dd, manifest, accepted, quarantined, report)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,9 @@ from pipelines.cli import cli
 
 def test_help_lists_the_jobs():
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    assert "data" in out
+    listed = out.split("Commands:")[1]
+    for job in ("data", "style", "train", "evaluate", "index", "candidates", "ab", "demo"):
+        assert re.search(rf"^  {job} ", listed, re.MULTILINE), job
     data_help = CliRunner().invoke(cli, ["data", "--help"]).output
     for job in ("synth", "validate", "split", "summary", "import-hm"):
         assert job in data_help

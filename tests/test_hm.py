@@ -92,3 +92,27 @@ def test_a_symlink_not_made_by_the_importer_is_an_escape(hm_src, tmp_path, make_
     dd.write_manifest("fixture", "test")
     rep = validate_dataset(dd.root).report.tables["items"]
     assert rep.reasons == {"image_path_escapes_dataset": 4}
+
+
+def test_reimport_over_a_loaded_dataset_is_verified_afresh(hm_src, tmp_path):
+    from data.adapters.hm import import_hm
+    from data.validate import load_dataset
+
+    out = tmp_path / "out"
+    import_hm(hm_src, out)
+    first = load_dataset(out)  # caches the verified hashes
+    with open(hm_src / "transactions_train.csv", "a") as fh:
+        fh.write(TRANSACTIONS.splitlines()[-1] + "\n")  # one more purchase of 0108775044
+    import_hm(hm_src, out)
+    again = load_dataset(out)
+    assert again.manifest.fingerprint != first.manifest.fingerprint
+    assert again.interactions.filter(pl.col("item_id") == "0108775044")["quantity"].to_list() == [2]
+
+
+def test_import_refuses_a_folder_in_use(hm_src, tmp_path):
+    from data.adapters.hm import import_hm
+    from data.io import FolderLockError, folder_lock
+
+    with folder_lock(tmp_path / "out", what="another import"), pytest.raises(FolderLockError, match="in use by PID"):
+        import_hm(hm_src, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()

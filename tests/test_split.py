@@ -77,3 +77,22 @@ def test_bad_split_config():
         SplitConfig(cutoff=dt.date(2026, 1, 1), test_fraction=0.2)
     with pytest.raises(ValueError, match="test_fraction"):
         SplitConfig(test_fraction=1.5)
+
+
+def test_split_is_written_under_the_folder_lock(make_dataset, tmp_path, monkeypatch):
+    import data.split as split_mod
+    from data.dataset import DatasetBusyError
+    from tests.test_io import _holder
+
+    monkeypatch.setattr(split_mod, "LOCK_WAIT_S", 0.2)
+    ds = validate_dataset(make_dataset().root)
+    proc, release = _holder(ds.dir.root, tmp_path)
+    try:
+        with pytest.raises(DatasetBusyError, match=f"in use by PID {proc.pid}"):
+            split_dataset(ds, SplitConfig())
+    finally:
+        release.write_text("go")
+        proc.wait(timeout=60)
+    assert load_split(ds.dir) is None
+    split_dataset(ds, SplitConfig())
+    assert load_split(ds.dir) is not None

@@ -223,3 +223,57 @@ def test_style_cli(tiny_stylemart, tmp_path):
     assert figures["style_consistency"]["accuracy"] >= 0.95
     assert figures["knn10_label_accuracy"]["style"] > 0.7
     assert figures["strength0_mean_abs_diff"] < 0.01
+
+
+class _CountingEncoder(MagentaStyleEncoder):
+    """The real encoder, counting decodes and failing on purpose after ``fail_after`` batches."""
+
+    def __init__(self, fail_after: int | None = None):
+        super().__init__()
+        self.decoded = self.batches = 0
+        self.fail_after = fail_after
+
+    def preprocess(self, image):
+        self.decoded += 1
+        return super().preprocess(image)
+
+    def embed_arrays(self, batch):
+        if self.fail_after is not None and self.batches >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.batches += 1
+        return super().embed_arrays(batch)
+
+
+def test_cached_rerun_decodes_no_image(tiny_stylemart, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_stylemart, root)
+    ds = load_dataset(root)
+    embed_catalogue(root, ds.items, MagentaStyleEncoder(), chunk_size=64, progress=False)
+    enc = _CountingEncoder()
+    again = embed_catalogue(root, ds.items, enc, chunk_size=64, progress=False)
+    assert again.cached == ds.items.height and enc.decoded == 0 and enc.batches == 0
+
+
+def test_killed_embed_resumes_from_its_journal(tiny_stylemart, tmp_path):
+    import shutil
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_stylemart, root)
+    ds = load_dataset(root)
+    with pytest.raises(KeyboardInterrupt):
+        embed_catalogue(root, ds.items, _CountingEncoder(fail_after=2), chunk_size=64, progress=False)
+    assert not embeddings_path(root).exists()
+    assert len(list((root / "style" / ".partial").glob("part-*.parquet"))) == 2
+    enc = _CountingEncoder()
+    resumed = embed_catalogue(root, ds.items, enc, chunk_size=64, progress=False)
+    assert (resumed.cached, resumed.embedded) == (128, ds.items.height - 128) and resumed.reconciled
+    assert enc.decoded == ds.items.height - 128
+    assert not (root / "style" / ".partial").exists()
+    fresh = tmp_path / "fresh"
+    shutil.copytree(tiny_stylemart, fresh)
+    embed_catalogue(fresh, ds.items, MagentaStyleEncoder(), chunk_size=64, progress=False)
+    a, b = (pl.read_parquet(embeddings_path(r)) for r in (root, fresh))
+    assert a["item_id"].to_list() == b["item_id"].to_list()
+    np.testing.assert_allclose(a["style"].to_numpy(), b["style"].to_numpy(), atol=1e-5)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from data.validate import SchemaError, validate_dataset
+from data.dataset import DatasetError
+from data.validate import SchemaError, ValidationConfig, load_dataset, validate_dataset
 from pipelines.cli import cli
 from tests.conftest import _ts, write_image
 
@@ -157,3 +159,185 @@ def test_quarantined_items_cascade_to_their_events(tmp_path, make_dataset):
     assert ds.report.tables["items"].reasons == {"image_unreadable": 1}
     # i3's events are quarantined as unknown_item, not dropped
     assert ds.report.tables["interactions"].reasons == {"unknown_item": 2}
+
+
+# --- later jobs keep what a stricter validation quarantined ------------------------------
+
+
+def _truncate_image(root, name="i3.png"):
+    path = root / "images" / name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # opens (header intact), fails to decode
+
+
+def _saved(root):
+    report = json.loads((root / "validation_report.json").read_text())
+    return report, {t: pl.read_parquet(root / "quarantine" / f"{t}.parquet") for t in ("items", "interactions")}
+
+
+def test_a_later_load_keeps_the_image_quarantine(make_dataset):
+    dd = make_dataset()
+    _truncate_image(dd.root)
+    strict = validate_dataset(dd.root)  # decodes images
+    assert strict.report.tables["items"].reasons == {"image_unreadable": 1}
+    assert strict.report.tables["interactions"].reasons == {"unknown_item": 2}
+
+    for write in (True, False):
+        ds = load_dataset(dd.root) if write else validate_dataset(dd.root, ValidationConfig(check_images=False), write=False)
+        assert "i3" not in set(ds.items["item_id"]) and "i3" not in set(ds.interactions["item_id"])
+        assert ds.report.tables["items"].reasons == {"image_unreadable": 1}
+        assert ds.report.tables["interactions"].reasons == {"unknown_item": 2}
+        for rep in ds.report.tables.values():
+            assert rep.reconciled
+    report, quarantine = _saved(dd.root)
+    assert report["config"]["check_images"] is True
+    assert report["tables"]["items"]["reasons"] == {"image_unreadable": 1}
+    assert report["tables"]["interactions"]["quarantined"] == 2
+    assert quarantine["items"]["item_id"].to_list() == ["i3"]
+    assert quarantine["interactions"].height == 2
+
+
+def test_a_later_job_adds_new_problems_to_the_report(make_dataset):
+    dd = make_dataset()
+    _truncate_image(dd.root)
+    validate_dataset(dd.root)
+    os.remove(dd.root / "images" / "i2.png")  # a new problem a non-decoding load does see
+    ds = load_dataset(dd.root)
+    assert ds.report.tables["items"].reasons == {"image_unreadable": 1, "image_missing": 1}
+    assert set(ds.items["item_id"]) == {"i0", "i1"}
+    rep = ds.report.tables["interactions"]
+    assert rep.reasons == {"unknown_item": 4} and rep.reconciled
+    report, quarantine = _saved(dd.root)
+    assert report["tables"]["items"]["reasons"] == {"image_unreadable": 1, "image_missing": 1}
+    assert sorted(quarantine["items"]["item_id"]) == ["i2", "i3"]
+    assert report["config"]["check_images"] is True
+
+
+def test_a_saved_quarantine_does_not_apply_to_rewritten_tables(make_dataset):
+    dd = make_dataset()
+    _truncate_image(dd.root)
+    validate_dataset(dd.root)
+    write_image(dd.root / "images" / "i3.png")  # fixed, and the catalogue re-written in another order
+    dd.write_table("items", dd.read_raw("items").reverse())
+    dd.write_manifest("fixture", "test")
+    ds = load_dataset(dd.root)
+    for rep in ds.report.tables.values():
+        assert rep.quarantined == 0, rep
+
+
+def test_a_full_validation_re_checks_a_fixed_image(make_dataset):
+    dd = make_dataset()
+    _truncate_image(dd.root)
+    validate_dataset(dd.root)
+    write_image(dd.root / "images" / "i3.png")
+    ds = validate_dataset(dd.root)  # decodes again: the image is fine now
+    assert ds.report.tables["items"].quarantined == 0
+    assert load_dataset(dd.root).report.tables["items"].quarantined == 0
+
+
+# --- row rules ---------------------------------------------------------------------------
+
+
+def test_infinite_price_is_bad_price(make_dataset):
+    dd = make_dataset(items=lambda df: df.with_columns(pl.Series("price", [float("inf"), float("-inf"), float("nan"), 1.0])))
+    rep = validate_dataset(dd.root).report.tables["items"]
+    assert rep.reasons == {"bad_price": 3} and rep.reconciled
+
+
+def test_iso_timestamp_variants_are_accepted(make_dataset):
+    written = [
+        "2026-03-02T01:02:03",
+        "2026-03-02 01:02:03",
+        "2026-03-02 01:02:03.250",
+        "2026-03-02T01:02:03.250Z",
+        "2026-03-02T01:02:03Z",
+        "2026-03-02T01:02:03+00:00",
+        "2026-03-02 01:02:03+0000",
+        "2026-03-02T03:02:03+02:00",
+        "2026-03-02",
+    ]
+    expected = [
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, 250_000, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, 250_000, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, 1, 2, 3, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 2, tzinfo=dt.UTC),
+    ]
+    garbage = ["yesterday", "2026-13-45", "02/03/2026", "2026-03-02T25:00:00"]
+    n = len(written) + len(garbage)
+    events = pl.DataFrame(
+        {
+            "user_id": ["u0"] * n,
+            "item_id": ["i0"] * n,
+            "ts": written + garbage,
+            "event": ["view"] * n,
+            "quantity": list(range(1, n + 1)),  # no two rows alike
+        }
+    )
+    ds = validate_dataset(make_dataset(interactions=events).root)
+    rep = ds.report.tables["interactions"]
+    assert rep.reasons == {"bad_timestamp": len(garbage)} and rep.reconciled
+    assert ds.interactions.sort("quantity")["ts"].to_list() == expected
+    q = pl.read_parquet(ds.dir.quarantine_dir / "interactions.parquet")
+    assert sorted(q["ts"]) == sorted(garbage)
+
+
+def test_blank_ids_are_null_keys(make_dataset):
+    def events(df):
+        blank = df.head(3).with_columns(
+            pl.Series("user_id", ["", "   ", "u0"]), pl.Series("item_id", ["i0", "i0", " "]), pl.Series("quantity", [7, 8, 9])
+        )
+        return pl.concat([df, blank])
+
+    def reviews(df):
+        return pl.concat([df, df.head(1).with_columns(pl.lit("").alias("user_id"))])
+
+    ds = validate_dataset(make_dataset(interactions=events, reviews=reviews).root)
+    assert ds.report.tables["interactions"].reasons == {"null_key": 3}
+    assert ds.report.tables["reviews"].reasons == {"null_key": 1}
+
+
+def test_validation_writes_under_the_folder_lock(make_dataset, tmp_path, monkeypatch):
+    import data.validate as validate_mod
+    from data.dataset import DatasetBusyError
+    from tests.test_io import _holder
+
+    monkeypatch.setattr(validate_mod, "LOCK_WAIT_S", 0.2)
+    dd = make_dataset()
+    proc, release = _holder(dd.root, tmp_path)
+    try:
+        with pytest.raises(DatasetBusyError, match=rf"{dd.root} is in use by PID {proc.pid}"):
+            validate_dataset(dd.root)
+        result = CliRunner().invoke(cli, ["data", "validate", str(dd.root)])
+        assert result.exit_code != 0 and f"in use by PID {proc.pid}" in result.output and "Traceback" not in result.output
+        validate_dataset(dd.root, write=False)  # reading needs no lock
+    finally:
+        release.write_text("go")
+        proc.wait(timeout=60)
+    validate_dataset(dd.root)
+    assert not (dd.root / ".lock").exists()
+
+
+def test_an_unchanged_report_is_not_rewritten(make_dataset):
+    dd = make_dataset()
+    validate_dataset(dd.root)
+    before = os.stat(dd.root / "validation_report.json").st_mtime_ns
+    load_dataset(dd.root)
+    validate_dataset(dd.root)
+    assert os.stat(dd.root / "validation_report.json").st_mtime_ns == before
+
+
+def test_a_missing_saved_quarantine_is_a_clear_error(make_dataset):
+    dd = make_dataset()
+    _truncate_image(dd.root)
+    validate_dataset(dd.root)
+    os.remove(dd.root / "quarantine" / "items.parquet")
+    with pytest.raises(DatasetError, match=r"quarantine/items\.parquet: cannot read the quarantine .*stylerec data validate"):
+        load_dataset(dd.root)
+    assert validate_dataset(dd.root).report.tables["items"].reasons == {"image_unreadable": 1}  # a full run starts afresh
+    assert pl.read_parquet(dd.root / "quarantine" / "items.parquet")["item_id"].to_list() == ["i3"]
+    assert load_dataset(dd.root).report.tables["items"].reasons == {"image_unreadable": 1}

@@ -91,9 +91,13 @@ def _description() -> pl.Expr:
 
 
 def import_hm(src: str | os.PathLike[str], out: str | os.PathLike[str], copy_images: bool = False) -> tuple[Manifest, HMImportReport]:
-    src, dd = Path(src), DatasetDir(out)
-    dd.root.mkdir(parents=True, exist_ok=True)
+    """Import the H&M layout at ``src`` into the dataset folder ``out`` (locked meanwhile)."""
+    dd = DatasetDir(out)
+    with dd.lock("stylerec data import-hm"):
+        return _import_hm(Path(src), dd, copy_images)
 
+
+def _import_hm(src: Path, dd: DatasetDir, copy_images: bool) -> tuple[Manifest, HMImportReport]:
     articles = read_articles(src)
     for col in ("detail_desc", *DESCRIPTIVE_COLUMNS):
         if col not in articles.columns:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.dataset import DatasetDir, Manifest
+from data.dataset import DatasetDir, DatasetError, Manifest
 from data.io import ParquetStreamWriter, write_bytes, write_json, write_parquet
 from data.stylemart.render import CATEGORIES, RenderSpec, encode_image, render_product
 from data.stylemart.simulate import ChoiceModel, WorldConfig, catalogue_tables, item_ids, make_catalogue, make_users, simulate_events, user_tables
@@ -94,14 +94,22 @@ def generate(
     params = {"preset": preset, "seed": seed, "images": render, "image_size": image_size, "world": cfg.to_json()}
     dd = DatasetDir(out)
     if dd.exists() and not force:
-        existing = dd.manifest()
-        if existing.source == "stylemart" and existing.params == params:
+        try:
+            existing = dd.verified_manifest()
+        except DatasetError:  # broken, or a table edited after it was written: generate it again
+            existing = None
+        if existing is not None and existing.source == "stylemart" and existing.params == params:
             return existing
-    if dd.root.exists():
-        for name in ("images", "quarantine", "split", "ground_truth"):
-            shutil.rmtree(dd.root / name, ignore_errors=True)
-        dd.manifest_path.unlink(missing_ok=True)
-    dd.root.mkdir(parents=True, exist_ok=True)
+    with dd.lock(f"stylerec data synth {preset}"):
+        return _generate(dd, spec, seed, render, image_size, workers, params, preset)
+
+
+def _generate(dd: DatasetDir, spec: Preset, seed: int, render: bool, image_size: int, workers: int | None, params: dict, preset: str) -> Manifest:
+    cfg = spec.world
+    for name in ("images", "quarantine", "split", "ground_truth"):
+        shutil.rmtree(dd.root / name, ignore_errors=True)
+    dd.manifest_path.unlink(missing_ok=True)
+    dd.report_path.unlink(missing_ok=True)
 
     cat = make_catalogue(cfg, _seed(seed, 1))
     items, item_truth = catalogue_tables(cat, cfg, _seed(seed, 2), "jpg" if render else None)
