@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from pipelines import env  # noqa: E402
+
+env.setup()  # one BLAS thread, offline text model, as the CLI
 
 CHILD = r"""
 import json, os, resource, sys, time

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 import numpy as np
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from pipelines import env  # noqa: E402
+
+env.setup()  # one BLAS thread, offline text model, as the CLI
 DAY = 86_400
 
 

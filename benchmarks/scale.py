@@ -23,7 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from pipelines import env  # noqa: E402
+
+env.setup()  # one BLAS thread, offline text model, as the CLI
 ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIG = ROOT / "recsys" / "configs" / "two_tower_full.toml"
 

@@ -14,7 +14,9 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from pipelines import env  # noqa: E402
+
+env.setup()  # one BLAS thread, offline text model, as the CLI
 
 
 def main() -> None:

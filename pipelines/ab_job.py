@@ -1,19 +1,19 @@
-"""`stylerec ab report`: read assignments and events, analyse, write report.json / report.html."""
+"""`stylerec ab report` and `stylerec ab simulate`: analyse an experiment's tables (or a
+simulated one, recsys/ab/) into report.json / report.html, logged to MLflow."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import click
 import polars as pl
 
-from data.io import atomic_path, write_json, write_parquet
+from data.dataset import DatasetError
 from pipelines import tracking
-from pipelines.ab_html import render
-from recsys.ab_analysis import ABConfig, ABInputError, analyse, clean_assignments, from_aggregated, per_user_metrics
-
-AB_EXPERIMENT = "ab-reports"
+from pipelines.common import load_ds
+from recsys.ab.analysis import ABConfig, ABInputError
+from recsys.ab.report import build_report, load_config, write_report
+from recsys.ab.simulate import simulate_experiment, write_simulation
 
 
 def read_table(path: Path) -> pl.DataFrame:
@@ -22,52 +22,6 @@ def read_table(path: Path) -> pl.DataFrame:
     if path.suffix == ".csv":
         return pl.read_csv(path, try_parse_dates=False, schema_overrides={"user_id": pl.String})
     raise click.ClickException(f"{path}: expected .parquet or .csv")
-
-
-def load_config(path: Path | None) -> ABConfig:
-    if path is None:
-        return ABConfig()
-    data = tomllib.loads(path.read_text())
-    known = set(ABConfig.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ABInputError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return ABConfig(**data)
-
-
-def build_report(assignments: pl.DataFrame | None, events: pl.DataFrame | None, aggregated: pl.DataFrame | None, cfg: ABConfig) -> tuple[dict, pl.DataFrame]:
-    if aggregated is not None:
-        return analyse(from_aggregated(aggregated, cfg), cfg), pl.DataFrame()
-    assigned, quarantine, counts = clean_assignments(assignments, cfg)
-    per_user = per_user_metrics(assigned, events, cfg, counts)
-    return analyse(per_user, cfg, counts), quarantine
-
-
-def write_report(report: dict, quarantine: pl.DataFrame, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(report, out / "report.json")
-    with atomic_path(out / "report.html") as tmp:
-        tmp.write_text(render(report))
-    if quarantine.height:
-        write_parquet(quarantine, out / "quarantine_assignments.parquet")
-    return json_path, out / "report.html"
-
-
-def log_report(report: dict, json_path: Path, html_path: Path) -> str:
-    import mlflow
-
-    uri = tracking.setup(AB_EXPERIMENT)
-    with mlflow.start_run(run_name="ab-report") as run:
-        mlflow.log_params({"control": report["arms"]["control"], "treatments": ",".join(report["arms"]["treatments"]), "alpha": report["alpha"]})
-        mlflow.log_metrics({"srm_p_value": report["srm"]["p_value"], "srm_flagged": float(report["srm"]["flagged"])})
-        for metric, arms in report["metrics"].items():
-            for arm, b in arms.items():
-                mlflow.log_metrics({f"{metric}.{arm}.rel_lift": b["rel_lift"]["estimate"], f"{metric}.{arm}.p_value_adjusted": b["p_value_adjusted"], f"{metric}.{arm}.chance_to_win": b["chance_to_win"]})
-        mlflow.log_artifact(str(json_path))
-        mlflow.log_artifact(str(html_path))
-        mlflow.set_tag("verdict", report["verdict"][:250])
-    return f"{run.info.run_id} ({uri})"
 
 
 @click.group("ab")
@@ -108,13 +62,52 @@ def report_cmd(assignments, events, aggregated, config_path, sequential, out, no
     click.echo(report["verdict"])
     click.echo(f"report: {json_path}\nHTML:   {html_path}")
     if not no_mlflow:
-        click.echo(f"MLflow run {log_report(report, json_path, html_path)}")
+        click.echo(f"MLflow run {tracking.log_ab_report(report, json_path, html_path)}")
 
 
-def _register_simulate() -> None:
-    from pipelines.ab_simulate import simulate_cmd
+def simulate(ds, control: str, treatment: str, n_users: int, days: float, seed: int, out: Path, k: int = 10) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Simulate the experiment and write its tables to ``out``; (assignments, events, summary)."""
+    assignments, events, summary = simulate_experiment(ds, control, treatment, n_users, days, seed, lambda spec: tracking.load_served_model(ds, spec), k)
+    write_simulation(out, assignments, events, summary)
+    return assignments, events, summary
 
-    ab_group.add_command(simulate_cmd)
+
+def report_simulation(assignments: pl.DataFrame, events: pl.DataFrame, out: Path, days: float) -> tuple[dict, Path, Path, str]:
+    """`ab report` on a simulated experiment (the whole experiment counts), written to
+    ``out``/report; (report, report.json, report.html, MLflow run)."""
+    cfg = ABConfig(covariate="pre_purchases", attribution_days=days)
+    rep, quarantine = build_report(assignments, events, None, cfg)
+    json_path, html_path = write_report(rep, quarantine, out / "report")
+    return rep, json_path, html_path, tracking.log_ab_report(rep, json_path, html_path)
 
 
-_register_simulate()
+def _slug(spec: str) -> str:
+    return spec.replace(":/", "-").replace("/", "-").replace("@", "-")
+
+
+@ab_group.command("simulate")
+@click.argument("dataset")
+@click.option("--control", default="als", show_default=True, help="popularity | als | random | a model URI or bundle folder")
+@click.option("--treatment", default=tracking.CHAMPION_URI, show_default=True)
+@click.option("--users", "n_users", type=int, default=4000, show_default=True)
+@click.option("--days", type=float, default=14, show_default=True)
+@click.option("--k", type=int, default=10, show_default=True, help="items in the storefront slot")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="[default: <workdir>/ab/<dataset>-<control>-vs-<treatment>]")
+@click.option("--report/--no-report", default=True, show_default=True, help="run `ab report` on the result")
+@click.pass_context
+def simulate_cmd(ctx, dataset, control, treatment, n_users, days, k, seed, out, report):
+    """Simulate an A/B test of two policies on StyleMart's ground-truth shoppers."""
+    ds = load_ds(ctx, dataset)
+    out = Path(out) if out else ctx.obj["workdir"] / "ab" / f"{ds.manifest.name}-{_slug(control)}-vs-{_slug(treatment)}"
+    try:
+        assignments, events, summary = simulate(ds, control, treatment, n_users, days, seed, out, k)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    e = summary["expected_purchases_per_user"]
+    click.echo(f"simulated {sum(summary['users'].values()):,} users over {days:g} days: expected purchases per user control {e['control']:.4f}, treatment {e['treatment']:.4f} ({e['treatment'] / max(e['control'], 1e-12) - 1:+.1%}); drawn purchases {summary['purchases']}")
+    click.echo(f"assignments and events in {out}")
+    if report:
+        rep, json_path, html_path, run = report_simulation(assignments, events, out, days)
+        click.echo(rep["verdict"])
+        click.echo(f"report: {json_path}\nHTML:   {html_path}\nMLflow run {run}")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from pipelines import env
 
-# before numpy loads OpenBLAS: implicit's ALS is slow with a BLAS thread pool, and the
-# text model must never reach for a hub
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+env.setup()  # before numpy loads OpenBLAS, and before any third-party warning
 
 import click  # noqa: E402
 

@@ -1,41 +1,46 @@
 """`stylerec demo`: the end-to-end job on the embedded default (StyleMart demo preset).
 
 A re-run re-uses the data, embeddings, text vectors, indexes, and the model registered
-for this dataset and config.
+for this dataset and config. Each stage is one function; the demo calls the other jobs'
+entry points (ab_job, evaluate_job, style_jobs) and the library.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 import numpy as np
 import polars as pl
 
-from data.io import write_json, write_parquet
+from data.io import write_json
 from data.split import SplitConfig, load_or_create_split
 from data.stylemart import generate
 from data.summary import format_summary, summarise
-from data.validate import ValidationConfig, validate_dataset
+from data.validate import ValidatedDataset, ValidationConfig, validate_dataset
 from pipelines import tracking
-from pipelines.ab_job import build_report, log_report, write_report
-from pipelines.ab_simulate import simulate_experiment
-from pipelines.candidates_job import CandidateJob, build_or_load_index, generate_candidates, index_dir, load_model
+from pipelines.ab_job import report_simulation, simulate
 from pipelines.evaluate_job import run_evaluation
 from pipelines.style_jobs import format_check, run_and_save_style_check, write_gallery
-from pipelines.train_job import config_sha256, format_metrics, train_and_track
-from pipelines.workspace import datasets_dir
-from recsys.ab_analysis import ABConfig
+from pipelines.workspace import datasets_dir, index_dir, version_slug
 from recsys.config import load_run_config
 from recsys.index import IndexConfig
+from recsys.reporting import format_metrics
+from recsys.serving import CandidateJob, LoadedModel, build_or_load_index, generate_candidates
+from recsys.training_run import run_key
 from style.embeddings import STYLE_DIR, embed_catalogue
 from style.encoder import MagentaStyleEncoder
 from style.transfer import MagentaStyleTransfer
 
 
-def _stage(title: str) -> float:
+@contextmanager
+def _stage(title: str):
     click.secho(f"\n== {title}", bold=True)
-    return time.perf_counter()
+    t0 = time.perf_counter()
+    yield
+    click.echo(f"({time.perf_counter() - t0:.1f}s)")
 
 
 def example_users(ds, lm, cand_dir, n: int = 3, show: int = 5) -> str:
@@ -52,6 +57,87 @@ def example_users(ds, lm, cand_dir, n: int = 3, show: int = 5) -> str:
     return "\n".join(lines)
 
 
+def prepare_data(root: Path, preset: str, seed: int) -> ValidatedDataset:
+    with _stage(f"generate StyleMart '{preset}' (seed {seed})"):
+        manifest = generate(root, preset, seed)
+        click.echo(f"{root}: " + ", ".join(f"{k}={v:,}" for k, v in manifest.row_counts.items()))
+    with _stage("validate (images decoded)"):
+        ds = validate_dataset(root, ValidationConfig(check_images=True))
+        click.echo(ds.report.format())
+    with _stage("split (saved in the dataset; re-used by every later job)"):
+        split = load_or_create_split(ds, SplitConfig(test_fraction=0.15, val_days=7))
+        click.echo(format_summary(summarise(ds, split)))
+    return ds
+
+
+def style_stages(ds: ValidatedDataset) -> Path:
+    """Style embeddings, the gallery and the style check; returns the gallery's path."""
+    root = ds.dir.root
+    with _stage("style embeddings (cached by image hash)"):
+        stats = embed_catalogue(root, ds.items, MagentaStyleEncoder())
+        click.echo(f"{stats.items:,} items = {stats.embedded:,} embedded + {stats.cached:,} cached + {stats.quarantined:,} quarantined")
+    with _stage("style gallery and style check"):
+        transfer = MagentaStyleTransfer()
+        gallery_png = root / STYLE_DIR / "gallery.png"
+        write_gallery(ds, transfer, gallery_png, products=6, n_styles=8, seed=0)
+        click.echo(format_check(run_and_save_style_check(ds, transfer)))
+    return gallery_png
+
+
+def train_or_reuse(ds: ValidatedDataset, config, wd: Path) -> tuple[str, str]:
+    """The registered model of this dataset, config and encoders, trained if there is none; (model URI, train run)."""
+    with _stage("train the two-tower model (MLflow experiment stylerec/offline-eval)"):
+        earlier = tracking.find_trained(ds.manifest.fingerprint, run_key(ds, config))
+        if earlier is not None:
+            version, train_run = str(earlier.version), earlier.tags.get("run_id", "?")
+            click.echo(f"re-using {tracking.MODEL_NAME} version {version}, trained on this dataset with this config (validation Recall@50 {float(earlier.tags['val_recall_50']):.4f}); `stylerec train` trains anew")
+        else:
+            trained = tracking.train_and_track(ds, config, wd)
+            version, train_run = trained.version, trained.run_id
+            r = trained.result
+            click.echo(f"best epoch {r.best_epoch}, validation Recall@50 {r.best_val_recall_50:.4f}; refit on train+validation")
+            click.echo(f"registered {tracking.MODEL_NAME} version {version}; champion {'moved to it' if trained.promoted else 'unchanged'}")
+    return f"models:/{tracking.MODEL_NAME}/{version}", train_run
+
+
+def offline_evaluation(ds: ValidatedDataset, config, model_uri: str, wd: Path) -> tuple[Path, str, str]:
+    """(report path, MLflow run, tracking URI)."""
+    with _stage("offline evaluation against the baselines (same split, same protocol)"):
+        results, eval_run, uri = run_evaluation(ds, config, model_uri=model_uri, echo=click.echo)
+        report = wd / "reports" / f"offline-eval-{ds.manifest.name}.json"
+        write_json({"dataset": ds.manifest.name, "run_id": eval_run, "results": results}, report)
+        click.echo(format_metrics(results))
+    return report, eval_run, uri
+
+
+def candidates(ds: ValidatedDataset, model_uri: str, wd: Path) -> Path:
+    with _stage("FAISS index and top-100 candidates for every user"):
+        lm: LoadedModel = tracking.load_served_model(ds, model_uri)
+        index, _ = build_or_load_index(lm, index_dir(wd, ds.manifest.name, lm.version), IndexConfig())
+        m = index.manifest
+        click.echo(f"{m.kind} index, {m.n_items:,} items, recall@{m.recall_k} vs exact {m.achieved_recall:.3f}")
+        cand_dir = wd / "candidates" / ds.manifest.name / version_slug(lm.version)
+        summary = generate_candidates(lm, index, cand_dir, CandidateJob(k=100, explain=True), np.zeros(lm.fs.items.n, bool))
+        click.echo(
+            f"{summary['users']:,} users, {summary['parts']} parts, {summary['seconds']:.1f}s ({summary['users_per_s']:,.0f} users/s), "
+            f"catalogue coverage {summary['catalogue_coverage']:.3f}, mean score {summary['mean_score']:.4f}"
+        )
+        click.echo(example_users(ds, lm, cand_dir, n=3))
+    return cand_dir
+
+
+def ab_test(ds: ValidatedDataset, model_uri: str, wd: Path) -> tuple[Path, str]:
+    """(report.html, MLflow run)."""
+    with _stage("simulated A/B test on StyleMart's ground-truth shoppers: two-tower vs ALS"):
+        ab_dir = wd / "ab" / f"{ds.manifest.name}-als-vs-two-tower"
+        assignments, events, sim = simulate(ds, "als", model_uri, n_users=4000, days=14, seed=0, out=ab_dir)
+        e = sim["expected_purchases_per_user"]
+        click.echo(f"expected purchases per user: ALS {e['control']:.4f}, two-tower {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
+        report, _, ab_html, ab_run = report_simulation(assignments, events, ab_dir, days=14)
+        click.echo(report["verdict"])
+    return ab_html, ab_run
+
+
 @click.command("demo")
 @click.option("--preset", default="demo", show_default=True, help="StyleMart preset")
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -60,96 +146,29 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     """Run every stage on synthetic StyleMart data and print where the outputs are."""
     wd = ctx.obj["workdir"]
     root = datasets_dir(wd) / f"stylemart-{preset}"
-    t0 = started = _stage(f"generate StyleMart '{preset}' (seed {seed})")
-    manifest = generate(root, preset, seed)
-    click.echo(f"{root}: " + ", ".join(f"{k}={v:,}" for k, v in manifest.row_counts.items()) + f" ({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("validate (images decoded)")
-    ds = validate_dataset(root, ValidationConfig(check_images=True))
-    click.echo(ds.report.format())
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("split (saved in the dataset; re-used by every later job)")
-    split = load_or_create_split(ds, SplitConfig(test_fraction=0.15, val_days=7))
-    click.echo(format_summary(summarise(ds, split)))
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("style embeddings (cached by image hash)")
-    stats = embed_catalogue(root, ds.items, MagentaStyleEncoder())
-    click.echo(
-        f"{stats.items:,} items = {stats.embedded:,} embedded + {stats.cached:,} cached + {stats.quarantined:,} quarantined "
-        f"({time.perf_counter() - t0:.1f}s)"
-    )
-
-    t0 = _stage("style gallery and style check")
-    transfer = MagentaStyleTransfer()
-    gallery_png = root / STYLE_DIR / "gallery.png"
-    write_gallery(ds, transfer, gallery_png, products=6, n_styles=8, seed=0)
-    check = run_and_save_style_check(ds, transfer)
-    click.echo(format_check(check))
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("train the two-tower model (MLflow experiment stylerec/offline-eval)")
+    started = time.perf_counter()
+    ds = prepare_data(root, preset, seed)
+    gallery_png = style_stages(ds)
     config = load_run_config(None)
-    earlier = tracking.find_trained(ds.manifest.fingerprint, config_sha256(config))
-    if earlier is not None:
-        version, train_run = str(earlier.version), earlier.tags.get("run_id", "?")
-        click.echo(f"re-using {tracking.MODEL_NAME} version {version}, trained on this dataset with this config (validation Recall@50 {float(earlier.tags['val_recall_50']):.4f}); `stylerec train` trains anew")
-    else:
-        trained = train_and_track(ds, config, wd)
-        version, train_run = trained.version, trained.run_id
-        r = trained.result
-        click.echo(f"best epoch {r.best_epoch}, validation Recall@50 {r.best_val_recall_50:.4f}; refit on train+validation")
-        click.echo(f"registered {tracking.MODEL_NAME} version {version}; champion {'moved to it' if trained.promoted else 'unchanged'}")
-    model_uri = f"models:/{tracking.MODEL_NAME}/{version}"
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("offline evaluation against the baselines (same split, same protocol)")
-    results, eval_run, uri = run_evaluation(ds, config, model_uri=model_uri, echo=click.echo)
-    report = wd / "reports" / f"offline-eval-{ds.manifest.name}.json"
-    write_json({"dataset": ds.manifest.name, "run_id": eval_run, "results": results}, report)
-    click.echo(format_metrics(results))
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("FAISS index and top-100 candidates for every user")
-    lm = load_model(ds, model_uri)
-    index, _ = build_or_load_index(lm, index_dir(wd, ds, lm.version), IndexConfig())
-    m = index.manifest
-    click.echo(f"{m.kind} index, {m.n_items:,} items, recall@{m.recall_k} vs exact {m.achieved_recall:.3f}")
-    cand_dir = wd / "candidates" / ds.manifest.name / lm.version.replace("/", "-")
-    summary = generate_candidates(lm, index, cand_dir, CandidateJob(k=100, explain=True), np.zeros(lm.fs.items.n, bool))
-    click.echo(
-        f"{summary['users']:,} users, {summary['parts']} parts, {summary['seconds']:.1f}s ({summary['users_per_s']:,.0f} users/s), "
-        f"catalogue coverage {summary['catalogue_coverage']:.3f}, mean score {summary['mean_score']:.4f}"
-    )
-    click.echo(example_users(ds, lm, cand_dir, n=3))
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
-
-    t0 = _stage("simulated A/B test on StyleMart's ground-truth shoppers: two-tower vs ALS")
-    assignments, events, sim = simulate_experiment(ds, "als", model_uri, n_users=4000, days=14, seed=0)
-    ab_dir = wd / "ab" / f"{ds.manifest.name}-als-vs-two-tower"
-    write_parquet(assignments, ab_dir / "assignments.parquet")
-    write_parquet(events, ab_dir / "events.parquet")
-    write_json(sim, ab_dir / "simulation.json")
-    e = sim["expected_purchases_per_user"]
-    click.echo(f"expected purchases per user: ALS {e['control']:.4f}, two-tower {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
-    ab_report, quarantine = build_report(assignments, events, None, ABConfig(covariate="pre_purchases", attribution_days=14))
-    ab_json, ab_html = write_report(ab_report, quarantine, ab_dir / "report")
-    ab_run = log_report(ab_report, ab_json, ab_html)
-    click.echo(ab_report["verdict"])
-    click.echo(f"({time.perf_counter() - t0:.1f}s)")
+    model_uri, train_run = train_or_reuse(ds, config, wd)
+    report, eval_run, uri = offline_evaluation(ds, config, model_uri, wd)
+    cand_dir = candidates(ds, model_uri, wd)
+    ab_html, ab_run = ab_test(ds, model_uri, wd)
 
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:", bold=True)
-    click.echo(f"  dataset            {root}")
-    click.echo(f"  validation report  {root / 'validation_report.json'}")
-    click.echo(f"  quarantine         {root / 'quarantine'}")
-    click.echo(f"  split              {root / 'split'}")
-    click.echo(f"  ground truth       {root / 'ground_truth'}")
-    click.echo(f"  style embeddings   {root / STYLE_DIR / 'style_embeddings.parquet'}")
-    click.echo(f"  style gallery      {gallery_png}")
-    click.echo(f"  style check        {root / STYLE_DIR / 'style_check.json'}")
-    click.echo(f"  offline evaluation {report}")
-    click.echo(f"  candidates         {cand_dir}")
-    click.echo(f"  A/B report         {ab_html}")
+    for label, path in (
+        ("dataset", root),
+        ("validation report", root / "validation_report.json"),
+        ("quarantine", root / "quarantine"),
+        ("split", root / "split"),
+        ("ground truth", root / "ground_truth"),
+        ("style embeddings", root / STYLE_DIR / "style_embeddings.parquet"),
+        ("style gallery", gallery_png),
+        ("style check", root / STYLE_DIR / "style_check.json"),
+        ("offline evaluation", report),
+        ("candidates", cand_dir),
+        ("A/B report", ab_html),
+    ):
+        click.echo(f"  {label:<18} {path}")
     click.echo(f"  MLflow runs        train {train_run}, evaluate {eval_run}, A/B report {ab_run.split()[0]} in {uri}")
     click.echo(f"  MLflow UI          {tracking.ui_hint(uri)}")

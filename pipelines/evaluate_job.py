@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import click
@@ -11,26 +10,22 @@ from data.dataset import DatasetError
 from data.io import write_json
 from data.validate import ValidatedDataset, load_dataset
 from pipelines import tracking
-from pipelines.train_job import features_for, format_metrics, recall_by_slice_figure
 from pipelines.workspace import resolve_dataset
 from recsys.baselines import default_baselines
-from recsys.config import ConfigError, RunConfig, load_run_config
+from recsys.config import VARIANT_FILES, ConfigError, RunConfig, load_run_config, model_variant
 from recsys.evaluate import EvalConfig, evaluate, load_ground_truth, results_table
-from recsys.model import ITEM_FEATURES, USER_FEATURES
+from recsys.reporting import format_metrics, recall_by_slice_figure
 from recsys.train import Trainer, TwoTowerRecommender
-
-VARIANTS = {
-    "two-tower-id-only": {"item_features": ("item_id",), "user_features": ("user_id", "history"), "id_dropout": 0.0, "user_id_dropout": 0.0},
-    "two-tower-full": {"item_features": ITEM_FEATURES, "user_features": USER_FEATURES},
-}
+from recsys.training_run import features_for
 
 
-def load_registered(model_uri: str, ds: ValidatedDataset):
-    """A registered two-tower model (e.g. models:/stylerec@champion) and its features for ``ds``."""
-    from recsys.bundle import load_for_dataset
+def _log_results(results: dict, timings: dict) -> None:
+    import mlflow
 
-    folder, _ = tracking.fetch_bundle(model_uri)
-    return load_for_dataset(folder, ds)
+    mlflow.log_table(results_table(results).to_pandas(), artifact_file="metrics/offline_eval.json")
+    mlflow.log_figure(recall_by_slice_figure(results), "plots/recall_by_slice.png")
+    mlflow.log_metrics({f"{m}.{sl}.{k.replace('@', '_at_')}": v for m, slices in results.items() for sl, vals in slices.items() for k, v in vals.items() if k in ("recall@50", "ndcg@50", "recall@10", "recall@100")})
+    mlflow.log_dict({"timings_s": timings}, "timings.json")
 
 
 def run_evaluation(
@@ -41,6 +36,8 @@ def run_evaluation(
     progress: bool = True,
     echo=print,
 ) -> tuple[dict, str, str]:
+    """Baselines, the registered model (or one trained here) and ``variants``, scored on the
+    test fold; returns (results, MLflow run id, tracking URI)."""
     import mlflow
 
     uri = tracking.setup(tracking.OFFLINE_EVAL)
@@ -50,43 +47,40 @@ def run_evaluation(
     test_start = fs.time_of("test")
     results: dict[str, dict] = {}
     timings: dict[str, float] = {}
+
+    def score(name: str, model, features, started: float) -> None:
+        results[name] = evaluate(model, features, eval_cfg, truth_style)
+        timings[name] = time.perf_counter() - started
+
     with mlflow.start_run(run_name=f"evaluate-{ds.manifest.name}") as run:
         mlflow.log_params({"job": "evaluate", "dataset": ds.manifest.name, "dataset_manifest_sha256": ds.manifest.fingerprint, "eval_mask_seen": eval_cfg.mask_seen, "eval_ks": str(eval_cfg.ks), "seed": config.train.seed, **config.flat_params()})
         for baseline in default_baselines(config.train.seed):
             started = time.perf_counter()
             baseline.fit(fs, test_start)
-            results[baseline.name] = evaluate(baseline, fs, eval_cfg, truth_style)
-            timings[baseline.name] = time.perf_counter() - started
+            score(baseline.name, baseline, fs, started)
             echo(f"  {baseline.name:<22} recall@50 {results[baseline.name]['all']['recall@50']:.4f}  ({timings[baseline.name]:.1f}s)")
-        to_train = [(name, dataclasses.replace(config.model, **VARIANTS[name])) for name in variants]
+        to_train = [(name, model_variant(name, config.model)) for name in variants]
         if model_uri:
             started = time.perf_counter()
-            model, mfs = load_registered(model_uri, ds)
-            results["two-tower"] = evaluate(TwoTowerRecommender(model, mfs), mfs, eval_cfg, truth_style)
-            timings["two-tower"] = time.perf_counter() - started
+            lm = tracking.load_served_model(ds, model_uri)
+            score("two-tower", lm.recommender, lm.fs, started)
             echo(f"  {'two-tower (' + model_uri + ')':<22} recall@50 {results['two-tower']['all']['recall@50']:.4f}")
         else:
             to_train.insert(0, ("two-tower", config.model))
         for name, model_cfg in to_train:
             started = time.perf_counter()
             result = Trainer(fs, model_cfg, config.train, progress=progress).fit()
-            results[name] = evaluate(TwoTowerRecommender(result.model, result.features), result.features, eval_cfg, truth_style)
-            timings[name] = time.perf_counter() - started
+            score(name, TwoTowerRecommender(result.model, result.features), result.features, started)
             echo(f"  {name:<22} recall@50 {results[name]['all']['recall@50']:.4f}  ({timings[name]:.1f}s, best epoch {result.best_epoch})")
-
-        table = results_table(results)
-        mlflow.log_table(table.to_pandas(), artifact_file="metrics/offline_eval.json")
-        mlflow.log_figure(recall_by_slice_figure(results), "plots/recall_by_slice.png")
-        mlflow.log_metrics({f"{m}.{sl}.{k.replace('@', '_at_')}": v for m, slices in results.items() for sl, vals in slices.items() for k, v in vals.items() if k in ("recall@50", "ndcg@50", "recall@10", "recall@100")})
-        mlflow.log_dict({"timings_s": timings}, "timings.json")
+        _log_results(results, timings)
     return results, run.info.run_id, uri
 
 
 @click.command("evaluate")
 @click.argument("dataset")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--model-uri", default=None, help="evaluate this registered two-tower model (e.g. models:/stylerec@champion) instead of training one")
-@click.option("--variants", default="two-tower-id-only", show_default=True, help=f"comma-separated two-tower variants to train beside it: {', '.join(VARIANTS)} (or 'none')")
+@click.option("--model-uri", default=None, help=f"evaluate this registered two-tower model (e.g. {tracking.CHAMPION_URI}) instead of training one")
+@click.option("--variants", default="two-tower-id-only", show_default=True, help=f"comma-separated two-tower variants to train beside it: {', '.join(VARIANT_FILES)} (or 'none')")
 @click.option("--seed", type=int, default=None)
 @click.pass_context
 def evaluate_cmd(ctx, dataset, config_path, model_uri, variants, seed):
@@ -95,9 +89,9 @@ def evaluate_cmd(ctx, dataset, config_path, model_uri, variants, seed):
         config = load_run_config(config_path, {"train": {"seed": seed}} if seed is not None else None)
         ds = load_dataset(resolve_dataset(dataset, ctx.obj["workdir"]))
         names = () if variants.strip() in ("", "none") else tuple(v.strip() for v in variants.split(","))
-        unknown = [v for v in names if v not in VARIANTS]
+        unknown = [v for v in names if v not in VARIANT_FILES]
         if unknown:
-            raise click.BadParameter(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}", param_hint="--variants")
+            raise click.BadParameter(f"unknown variant(s) {unknown}; choose from {list(VARIANT_FILES)}", param_hint="--variants")
         results, run_id, uri = run_evaluation(ds, config, model_uri, names, echo=click.echo)
     except (ConfigError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -105,4 +99,3 @@ def evaluate_cmd(ctx, dataset, config_path, model_uri, variants, seed):
     write_json({"dataset": ds.manifest.name, "run_id": run_id, "results": results}, out)
     click.echo(format_metrics(results))
     click.echo(f"results: {out}\nMLflow run {run_id} ({uri}); UI: {tracking.ui_hint(uri)}")
-

@@ -1,7 +1,8 @@
 """The MLflow pyfunc wrapper of a stylerec two-tower bundle (logged as "model from code").
 
 ``predict`` takes a DataFrame with a ``user_id`` column and returns each user's top-``k``
-items (params ``{"k": 10}``), scored at the dataset's test cutoff.
+items (params ``{"k": 10}``), scored at the dataset's test cutoff. Its signature and
+input example are given where it is logged (pipelines/tracking.py).
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from mlflow.models import set_model
 class StyleRecModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from data.validate import load_dataset
-        from recsys.bundle import load_for_dataset, read_bundle_config
-        from recsys.train import TwoTowerRecommender
+        from recsys.bundle import read_bundle_config
+        from recsys.serving import load_model
 
         folder = context.artifacts["bundle"]
-        ds = load_dataset(read_bundle_config(folder)["dataset_path"])
-        model, self.fs = load_for_dataset(folder, ds)
-        self.recommender = TwoTowerRecommender(model, self.fs)
+        lm = load_model(folder, "pyfunc", load_dataset(read_bundle_config(folder)["dataset_path"]))
+        self.fs, self.recommender = lm.fs, lm.recommender
         self.row = {u: i for i, u in enumerate(self.fs.user_ids.tolist())}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from recsys.evaluate import recommend
 
-        k = int((params or {}).get("k", 10))
+        from pipelines.tracking import DEFAULT_K
+
+        k = int((params or {}).get("k", DEFAULT_K))
         unknown = [u for u in model_input["user_id"] if u not in self.row]
         if unknown:
             raise ValueError(f"unknown user id(s) {unknown[:5]}")

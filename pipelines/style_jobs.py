@@ -13,8 +13,8 @@ from PIL import Image
 
 from data.dataset import DatasetDir, DatasetError
 from data.io import atomic_path, write_json
-from data.validate import ValidatedDataset, load_dataset
-from pipelines.workspace import resolve_dataset
+from data.validate import ValidatedDataset
+from pipelines.common import load_ds
 from style.check import (
     chroma_histogram,
     crop_retrieval,
@@ -26,7 +26,7 @@ from style.check import (
 from style.embeddings import STYLE_DIR, embed_catalogue, load_style_space
 from style.encoder import MagentaStyleEncoder
 from style.gallery import gallery
-from style.space import StyleSpace, profile_weights, style_profile
+from style.space import HISTORY_LEN, StyleSpace, l2_normalise, profile_weights, style_profile
 from style.transfer import MagentaStyleTransfer
 
 CHECK_FILE = "style_check.json"
@@ -81,7 +81,7 @@ def run_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfer, n_cont
     knn = {name: knn_label_accuracy(space.unit, [lab[i] for i in space.ids.tolist()], k=10) for name, lab in labels.items()}
 
     raw = space.vectors[np.random.default_rng(seed).choice(len(space.vectors), min(500, len(space.vectors)), replace=False)]
-    raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    raw = l2_normalise(raw)
     raw_cos = raw @ raw.T
     raw_mean_cosine = float(raw_cos[~np.eye(len(raw), dtype=bool)].mean())
 
@@ -128,13 +128,6 @@ def format_check(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _load(ctx: click.Context, dataset: str) -> ValidatedDataset:
-    try:
-        return load_dataset(resolve_dataset(dataset, ctx.obj["workdir"]))
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
 @click.group("style")
 def style_group() -> None:
     """Style embeddings, style transfer, galleries and quality checks."""
@@ -147,7 +140,7 @@ def style_group() -> None:
 @click.pass_context
 def embed_cmd(ctx, dataset, batch_size, workers):
     """Embed every item image of DATASET (re-uses vectors of unchanged images)."""
-    ds = _load(ctx, dataset)
+    ds = load_ds(ctx, dataset)
     stats = embed_catalogue(ds.dir.root, ds.items, MagentaStyleEncoder(batch_size=batch_size), workers=workers)
     click.echo(
         f"style embeddings: {stats.items:,} items = {stats.embedded:,} embedded + {stats.cached:,} cached + "
@@ -164,13 +157,17 @@ def _item_image(ds: ValidatedDataset, item_id: str) -> Image.Image:
     return _open(ds.dir.root, row["image_path"][0])
 
 
-def user_style_vector(ds: ValidatedDataset, space: StyleSpace, user_id: str, half_life_days: float = 30.0) -> np.ndarray:
-    events = ds.interactions.filter((pl.col("user_id") == user_id) & pl.col("item_id").is_in(space.ids.tolist()))
+def user_style_vector(ds: ValidatedDataset, space: StyleSpace, user_id: str) -> np.ndarray:
+    """The user's taste in style space, weighted as the model weighs the user's history
+    (style.space.profile_weights: the last HISTORY_LEN events, the model's event and
+    recency weights), as of the user's last event."""
+    history = ds.interactions.filter(pl.col("user_id") == user_id).sort(["ts", "item_id"]).tail(HISTORY_LEN)
+    events = history.filter(pl.col("item_id").is_in(space.ids.tolist()))
     if events.height == 0:
         raise click.ClickException(f"user {user_id!r} has no interactions with embedded items")
-    now = events["ts"].max()
+    now = history["ts"].max()
     ages = ((now - events["ts"]).dt.total_seconds() / 86_400).to_numpy()
-    weights = profile_weights(ages, events["event"].to_numpy(), half_life_days)
+    weights = profile_weights(ages, events["event"].to_numpy())
     return style_profile(space.vectors[space.rows(events["item_id"].to_list())], weights)
 
 
@@ -192,7 +189,7 @@ def transfer_cmd(ctx, dataset, content_path, item_id, style_path, style_item, us
         raise click.UsageError("give exactly one of --content or --item")
     if sum(x is not None for x in (style_path, style_item, user_id)) != 1:
         raise click.UsageError("give exactly one of --style, --style-item or --user")
-    ds = _load(ctx, dataset) if dataset else None
+    ds = load_ds(ctx, dataset) if dataset else None
     if ds is None and (item_id or style_item or user_id):
         raise click.UsageError("--item, --style-item and --user need --dataset")
     transfer = MagentaStyleTransfer()
@@ -228,7 +225,7 @@ def write_gallery(ds: ValidatedDataset, transfer: MagentaStyleTransfer, out: Pat
 @click.pass_context
 def gallery_cmd(ctx, dataset, out, products, n_styles, seed):
     """A grid of products (rows) rendered in styles (columns)."""
-    ds = _load(ctx, dataset)
+    ds = load_ds(ctx, dataset)
     out = Path(out) if out else ds.dir.root / STYLE_DIR / "gallery.png"
     try:
         n_prod, n_sty = write_gallery(ds, MagentaStyleTransfer(), out, products, n_styles, seed)
@@ -252,7 +249,7 @@ def run_and_save_style_check(ds: ValidatedDataset, transfer: MagentaStyleTransfe
 @click.pass_context
 def check_cmd(ctx, dataset, seed):
     """Print the figures that show the style space works (saved to <dataset>/style/style_check.json)."""
-    ds = _load(ctx, dataset)
+    ds = load_ds(ctx, dataset)
     try:
         result = run_and_save_style_check(ds, MagentaStyleTransfer(), seed)
     except DatasetError as exc:

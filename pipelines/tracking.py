@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ARTIFACTS_DIR = Path("mlflow/artifacts")
 MODEL_NAME = "stylerec"
 CHAMPION = "champion"
+CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"  # the default model of every serving job
 OFFLINE_EVAL = "stylerec/offline-eval"
 
 
@@ -74,7 +79,7 @@ def use_store() -> str:
 
 def fetch_bundle(model: str) -> tuple[Path, str]:
     """A model bundle folder and its version label, from a folder or an MLflow model URI
-    (``models:/stylerec@champion``, ``models:/stylerec/3``, ``runs:/<id>/model``)."""
+    (``CHAMPION_URI``, ``models:/stylerec/3``, ``runs:/<id>/model``)."""
     import hashlib
 
     import mlflow
@@ -98,6 +103,14 @@ def fetch_bundle(model: str) -> tuple[Path, str]:
     return local, label
 
 
+def load_served_model(ds, model: str, allow_new_items: bool = False):
+    """A registered model (URI) or bundle folder, loaded for serving ``ds`` (recsys.serving.LoadedModel)."""
+    from recsys.serving import load_model
+
+    folder, version = fetch_bundle(model)
+    return load_model(folder, version, ds, allow_new_items)
+
+
 def find_trained(dataset_fingerprint: str, config_sha256: str):
     """The newest registered version trained on this dataset with this config, or None."""
     from mlflow.exceptions import MlflowException
@@ -113,3 +126,180 @@ def find_trained(dataset_fingerprint: str, config_sha256: str):
         if v.tags.get("dataset_fingerprint") == dataset_fingerprint and v.tags.get("config_sha256") == config_sha256
     ]
     return max(matching, key=lambda v: int(v.version), default=None)
+
+
+# -- a tracked training run ------------------------------------------------------------
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    result: object  # recsys.train.TrainResult
+    test: dict
+    version: str | None
+    promoted: bool
+    tracking_uri: str
+
+
+def _log_run_params(ds, config, fs, resume: bool, run_params: dict | None) -> None:
+    import mlflow
+
+    mlflow.log_params(config.flat_params())
+    split_json = fs.split.to_json()
+    mlflow.log_params({
+        "job": "train",
+        "seed": config.train.seed,
+        "dataset": ds.manifest.name,
+        "dataset_manifest_sha256": ds.manifest.fingerprint,
+        "split": json.dumps(split_json["config"], default=str),
+        "split_test_start": split_json["test_start"],
+        "resume": resume,
+        **(run_params or {}),
+    })
+
+
+def _log_epoch(log) -> None:
+    import mlflow
+
+    mlflow.log_metrics({"loss": log.loss, "val_recall_50": log.val_recall_50, "examples_per_s": log.examples_per_s, "epoch_seconds": log.seconds}, step=log.epoch)
+
+
+def _log_test_metrics(result, test: dict) -> None:
+    import mlflow
+
+    from recsys.evaluate import results_table
+    from recsys.reporting import recall_by_slice_figure, training_curve
+
+    mlflow.log_metrics({f"test_{sl}_{m.replace('@', '_at_')}": v for sl, values in test.items() for m, v in values.items() if m != "users"})
+    mlflow.log_param("eval_mask_seen", True)
+    mlflow.log_table(results_table({"two-tower": test}).to_pandas(), artifact_file="metrics/test_metrics.json")
+    mlflow.log_figure(training_curve(result.history), "plots/training_curve.png")
+    mlflow.log_figure(recall_by_slice_figure({"two-tower": test}), "plots/recall_by_slice.png")
+
+
+DEFAULT_K = 10  # items per user the pyfunc model returns unless params say otherwise
+
+
+def model_signature():
+    """The pyfunc model's signature: user ids in; (user_id, rank, item_id) rows out; param k."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "user_id")]),
+        outputs=Schema([ColSpec("string", "user_id"), ColSpec("long", "rank"), ColSpec("string", "item_id")]),
+        params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]),
+    )
+
+
+def _log_model(result, ds, config, run_id: str):
+    """Log the model files and the pyfunc model (with its signature and an input example:
+    a real user, so MLflow's check of the example runs the model)."""
+    import mlflow
+    import pandas as pd
+
+    from recsys.training_run import write_model_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_model_files(Path(tmp), result, ds, config, run_id)
+        mlflow.log_artifact(str(files.item_embeddings), "embeddings")
+        mlflow.log_artifact(str(files.config))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
+            artifacts={"bundle": str(files.bundle)},
+            signature=model_signature(),
+            input_example=(pd.DataFrame({"user_id": [str(result.features.user_ids[0])]}), {"k": DEFAULT_K}),
+        )
+
+
+def train_and_track(
+    ds, config, workdir: Path, resume: bool = False, progress: bool = True, register: bool = True,
+    make_trainer=None, is_main: bool = True, run_params: dict | None = None,
+) -> TrainOutcome | None:
+    """Train, evaluate on the test fold, log to MLflow and register.
+
+    ``make_trainer(fs, checkpoint_dir, on_epoch)`` builds the trainer (default: one
+    process). Under torchrun every rank calls this; only the main rank (``is_main``)
+    touches MLflow, evaluates and registers, the others train and return None."""
+    import mlflow
+
+    from recsys.training_run import checkpoint_dir, evaluate_on_test, features_for, run_key, single_process_trainer
+
+    fs = features_for(ds, config)
+    ckpt = checkpoint_dir(workdir, ds, config)
+    make_trainer = make_trainer or single_process_trainer(config, progress)
+    if not is_main:
+        make_trainer(fs, ckpt, None).fit(resume=resume)
+        return None
+
+    uri = setup(OFFLINE_EVAL)
+    with mlflow.start_run(run_name=f"train-{ds.manifest.name}") as run:
+        _log_run_params(ds, config, fs, resume, run_params)
+        trainer = make_trainer(fs, ckpt, _log_epoch)
+        started = time.perf_counter()
+        result = trainer.fit(resume=resume)
+        mlflow.log_metrics({"best_val_recall_50": result.best_val_recall_50, "best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started})
+        test = evaluate_on_test(result, ds)
+        _log_test_metrics(result, test)
+        info = _log_model(result, ds, config, run.info.run_id)
+        version, promoted = None, False
+        if register:
+            version, promoted = register_and_promote(
+                mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config)
+            )
+            mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
+    return TrainOutcome(run.info.run_id, result, test, version, promoted, uri)
+
+
+def format_outcome(out: TrainOutcome) -> str:
+    from recsys.reporting import format_metrics
+
+    r = out.result
+    lines = [
+        f"best epoch {r.best_epoch} (validation Recall@50 {r.best_val_recall_50:.4f}); {len(r.history)} epochs run",
+        format_metrics({"two-tower": out.test}),
+        f"MLflow run {out.run_id} in {out.tracking_uri}",
+    ]
+    if out.version:
+        lines.append(f"registered {MODEL_NAME} version {out.version}; champion: {'moved to it' if out.promoted else 'unchanged'}")
+    lines.append(f"UI: {ui_hint(out.tracking_uri)}")
+    return "\n".join(lines)
+
+
+# -- A/B reports -----------------------------------------------------------------------
+
+AB_EXPERIMENT = "ab-reports"
+
+
+def log_ab_report(report: dict, json_path: Path, html_path: Path) -> str:
+    """Log an A/B report to MLflow; returns "<run id> (<tracking uri>)"."""
+    import mlflow
+
+    uri = setup(AB_EXPERIMENT)
+    with mlflow.start_run(run_name="ab-report") as run:
+        mlflow.log_params({"control": report["arms"]["control"], "treatments": ",".join(report["arms"]["treatments"]), "alpha": report["alpha"]})
+        mlflow.log_metrics({"srm_p_value": report["srm"]["p_value"], "srm_flagged": float(report["srm"]["flagged"])})
+        for metric, arms in report["metrics"].items():
+            for arm, b in arms.items():
+                mlflow.log_metrics({f"{metric}.{arm}.rel_lift": b["rel_lift"]["estimate"], f"{metric}.{arm}.p_value_adjusted": b["p_value_adjusted"], f"{metric}.{arm}.chance_to_win": b["chance_to_win"]})
+        mlflow.log_artifact(str(json_path))
+        mlflow.log_artifact(str(html_path))
+        mlflow.set_tag("verdict", report["verdict"][:250])
+    return f"{run.info.run_id} ({uri})"
+
+
+# -- candidate jobs --------------------------------------------------------------------
+
+CANDIDATES_EXPERIMENT = "stylerec/candidates"
+
+
+def log_candidates(dataset_name: str, params: dict, summary: dict) -> str:
+    """Log a candidate job's parameters and its summary's numbers; returns the tracking URI."""
+    import mlflow
+
+    uri = setup(CANDIDATES_EXPERIMENT)
+    with mlflow.start_run(run_name=f"candidates-{dataset_name}"):
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return uri

@@ -25,3 +25,12 @@ def resolve_dataset(arg: str, wd: Path) -> Path:
     if path.exists() or path.is_absolute() or os.sep in arg:
         return path
     return datasets_dir(wd) / arg
+
+
+def version_slug(version: str) -> str:
+    """A model version label as one folder name."""
+    return version.replace("/", "-").replace(":", "-")
+
+
+def index_dir(wd: Path, dataset_name: str, version: str) -> Path:
+    return wd / "indexes" / dataset_name / version_slug(version)

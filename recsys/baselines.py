@@ -6,7 +6,6 @@ test fold), which is at least as much behaviour as the two-tower model learns fr
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +46,6 @@ class ImplicitMF:
     name: str = "als"
 
     def fit(self, fs: FeatureSet, before: int) -> ImplicitMF:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from implicit.cpu.als import AlternatingLeastSquares
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 

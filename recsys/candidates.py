@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from style.space import l2_normalise
+
 
 def style_direction(item_vectors: np.ndarray, style: np.ndarray, row: int, neighbours: int = 50) -> np.ndarray:
     """The direction in the model's item space that the style of item ``row`` points to.
@@ -15,7 +17,7 @@ def style_direction(item_vectors: np.ndarray, style: np.ndarray, row: int, neigh
     sims = style @ style[row]
     nearest = np.argsort(-sims, kind="stable")[: max(1, neighbours)]
     direction = item_vectors[nearest].mean(0) - item_vectors.mean(0)
-    return (direction / max(float(np.linalg.norm(direction)), 1e-12)).astype(np.float32)
+    return l2_normalise(direction).astype(np.float32)
 
 
 def steer_queries(queries: np.ndarray, direction: np.ndarray, strength: float) -> np.ndarray:
@@ -26,7 +28,7 @@ def steer_queries(queries: np.ndarray, direction: np.ndarray, strength: float) -
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"steer strength must lie in [0, 1], got {strength}")
     mixed = (1.0 - strength) * queries + strength * direction[None, :]
-    return (mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalise(mixed).astype(np.float32)
 
 
 def filter_top_k(rows: np.ndarray, scores: np.ndarray, k: int, banned: np.ndarray, per_user: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

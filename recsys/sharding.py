@@ -48,6 +48,44 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @classmethod
+    def single(cls) -> DistContext:
+        """One process, no process group."""
+        return cls(0, 1, 1, "none", torch.device("cpu"))
+
+    @classmethod
+    def from_env(cls, backend: str | None = None) -> DistContext:
+        """The ranks torchrun started (joining their process group), or one process."""
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            return cls.single()
+        return init_distributed(backend)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def main_first(self, fn):
+        """``fn()`` on rank 0, then (after a barrier) on the other ranks: rank 0 makes what
+        the others then find (an index, a pinned job file). Returns this rank's result."""
+        if self.is_main:
+            out = fn()
+        self.barrier()
+        if not self.is_main:
+            out = fn()
+        return out
+
+    def total(self, values: list[float], op: str = "sum") -> list[float]:
+        """Element-wise sum (or max) of every rank's ``values``."""
+        if self.world_size == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def init_distributed(backend: str | None = None) -> DistContext:
     """Join the process group that ``torchrun`` describes in the environment.

@@ -11,12 +11,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# how much an event says about taste: a purchase more than a glance
+# how much an event says about taste: a purchase more than a glance (what the interaction
+# matrix and popularity counts of the baselines weigh)
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {"view": 0.25, "click": 0.5, "cart": 1.0, "purchase": 2.0}
+
+# A user's taste, as the model sees it (recsys FeatureConfig's defaults) and as style
+# transfer renders it (`stylerec style transfer --user`): the last HISTORY_LEN events, each
+# weighted by its event type and by recency, 2^(-age / half-life). These won on
+# StyleMart's validation slice, where tastes do not drift: a long, undecayed history in
+# which every event counts the same (see the README). Shops whose tastes drift may want a
+# finite half-life.
+HISTORY_LEN = 200
+HISTORY_HALF_LIFE_DAYS = float("inf")
+HISTORY_EVENT_WEIGHTS: dict[str, float] = dict.fromkeys(DEFAULT_EVENT_WEIGHTS, 1.0)
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, np.float32)
+    """Rows (the last axis) scaled to unit length; all-zero rows stay zero. Floating
+    inputs keep their precision, anything else becomes float32."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
@@ -84,11 +99,28 @@ def interpolate(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (1.0 - t) * np.asarray(a, np.float32) + t * np.asarray(b, np.float32)
 
 
-def profile_weights(ages_days: np.ndarray, events: np.ndarray, half_life_days: float = 30.0, event_weights: dict[str, float] | None = None) -> np.ndarray:
-    """Weight of each interaction in a style profile: event weight x 2^(-age / half-life)."""
-    table = event_weights or DEFAULT_EVENT_WEIGHTS
+def recency_weight(ages_days: np.ndarray, half_life_days: float = HISTORY_HALF_LIFE_DAYS) -> np.ndarray:
+    """2^(-age / half-life): 1 for an event now, 1/2 one half-life ago (inf: no decay)."""
+    return np.exp2(-ages_days / half_life_days)
+
+
+def profile_weights(
+    ages_days: np.ndarray,
+    events: np.ndarray,
+    half_life_days: float = HISTORY_HALF_LIFE_DAYS,
+    event_weights: dict[str, float] | None = None,
+    history_len: int | None = HISTORY_LEN,
+) -> np.ndarray:
+    """Weight of each interaction in a style profile: event weight x recency weight, over the
+    ``history_len`` most recent interactions (older ones weigh 0; None: all). The defaults
+    are the model's user history (HISTORY_*)."""
+    table = HISTORY_EVENT_WEIGHTS if event_weights is None else event_weights
+    ages = np.maximum(np.asarray(ages_days, np.float64), 0.0)
     ew = np.array([table.get(str(e), 0.0) for e in events], dtype=np.float64)
-    return ew * np.exp2(-np.maximum(np.asarray(ages_days, np.float64), 0.0) / half_life_days)
+    weights = ew * recency_weight(ages, half_life_days)
+    if history_len is not None and len(weights) > history_len:
+        weights[np.argsort(ages, kind="stable")[history_len:]] = 0.0
+    return weights
 
 
 def style_profile(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray | None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipelines.cli import cli
-from recsys.ab_analysis import ABConfig, ABInputError, analyse, clean_assignments, per_user_metrics
+from recsys.ab.analysis import ABConfig, ABInputError, analyse, clean_assignments, per_user_metrics
 
 T0 = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
 

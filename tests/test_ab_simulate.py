@@ -48,7 +48,7 @@ def test_simulated_experiment_closes_the_loop(tiny_embedded, tmp_path, monkeypat
 def test_aa_simulation_on_the_storefront_rejects_at_about_alpha(tiny_embedded):
     """Same policy in both arms, many seeds: the conversion test rejects in about 5 % of runs."""
     from data.stylemart.storefront import simulate_visits
-    from recsys.ab_stats import compare_proportions
+    from recsys.ab.stats import compare_proportions
 
     world = load_world(tiny_embedded)
     n_users = len(world.user_ids)

@@ -9,7 +9,7 @@ from statsmodels.stats.multitest import multipletests
 from scipy.special import betaln
 from statsmodels.stats import proportion as smp
 
-from recsys import ab_stats as ab
+from recsys.ab import stats as ab
 
 
 def test_proportions_match_statsmodels_unpooled_wald():

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from data.validate import load_dataset
-from pipelines.candidates_job import CandidateJob, build_or_load_index, generate_candidates, load_model
+from pipelines.tracking import load_served_model
+from recsys.serving import CandidateJob, build_or_load_index, generate_candidates
 from pipelines.cli import cli
 from recsys.bundle import save_bundle
 from recsys.candidates import explain_by_style, filter_top_k, steer_queries
@@ -58,7 +59,7 @@ def bundle(tiny_embedded, tmp_path_factory):
 
 def test_candidates_filter_resume_and_explain(tiny_embedded, bundle, tmp_path):
     ds = load_dataset(tiny_embedded)
-    lm = load_model(ds, str(bundle))
+    lm = load_served_model(ds, str(bundle))
     fs = lm.fs
     idx, built = build_or_load_index(lm, tmp_path / "index", IndexConfig(kind="ivf", k=20, tune_queries=100))
     assert built and idx.manifest.achieved_recall >= 0.95
@@ -99,7 +100,7 @@ def test_candidates_filter_resume_and_explain(tiny_embedded, bundle, tmp_path):
 
 def test_steering_moves_candidates_toward_the_style_item(tiny_embedded, bundle, tmp_path):
     ds = load_dataset(tiny_embedded)
-    lm = load_model(ds, str(bundle))
+    lm = load_served_model(ds, str(bundle))
     idx, _ = build_or_load_index(lm, tmp_path / "index", IndexConfig(kind="flat", k=20))
     target = "I000010"
     excluded = np.zeros(lm.fs.items.n, bool)
@@ -149,7 +150,7 @@ def test_new_items_join_the_index_without_retraining(tiny_embedded, bundle, tmp_
     wd = ["--workdir", str(tmp_path / "wd")]
     runner = CliRunner()
     assert runner.invoke(cli, [*wd, "index", "build", str(root), "--model", str(bundle), "--k", "20"]).exit_code == 0
-    before = load_model(load_dataset(root), str(bundle))
+    before = load_served_model(load_dataset(root), str(bundle))
     old_vectors = before.recommender.item_matrix().numpy()
 
     # five items arrive after training: new ids, photos, text, and a category never seen
@@ -169,12 +170,12 @@ def test_new_items_join_the_index_without_retraining(tiny_embedded, bundle, tmp_
     embed_catalogue(root, grown.items, MagentaStyleEncoder(), progress=False)
 
     with pytest.raises(DatasetError, match="only a catalogue that grew"):
-        load_model(grown, str(bundle))
+        load_served_model(grown, str(bundle))
     result = runner.invoke(cli, [*wd, "index", "add-items", str(root), "--model", str(bundle)])
     assert result.exit_code == 0, result.output
     assert "added 5 new items (index now 245)" in result.output
 
-    after = load_model(grown, str(bundle), allow_new_items=True)
+    after = load_served_model(grown, str(bundle), allow_new_items=True)
     rows = [after.fs.items.ids.tolist().index(i) for i in before.fs.items.ids]
     np.testing.assert_allclose(after.recommender.item_matrix().numpy()[rows], old_vectors, atol=1e-6)
     assert (after.fs.items.category[[after.fs.items.ids.tolist().index(i) for i in new["item_id"]]] == 0).all()
@@ -183,4 +184,4 @@ def test_new_items_join_the_index_without_retraining(tiny_embedded, bundle, tmp_
     dd.write_table("interactions", dd.read_raw("interactions").head(100))
     dd.write_manifest(manifest.name, manifest.source, manifest.params)
     with pytest.raises(DatasetError, match="changed tables"):
-        load_model(load_dataset(root), str(bundle), allow_new_items=True)
+        load_served_model(load_dataset(root), str(bundle), allow_new_items=True)

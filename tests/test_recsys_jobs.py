@@ -76,7 +76,7 @@ def test_train_refuses_bad_config_before_work(tiny_embedded, tmp_path, mlflow_st
 
 def test_training_key_covers_config_and_training_code(monkeypatch):
     """A registered model (or checkpoint) is re-used only for the same config *and* code."""
-    from pipelines import train_job
+    from recsys import training_run as train_job
     from recsys.config import RunConfig
     from recsys.model import TwoTowerConfig
 

@@ -15,7 +15,7 @@ from style import networks
 from style.check import chroma_histogram, histogram_intersection, knn_label_accuracy, mean_abs_diff, style_consistency
 from style.embeddings import embed_catalogue, embeddings_path, load_style_space
 from style.encoder import MagentaStyleEncoder, StyleEncoder, style_input
-from style.space import StyleSpace, interpolate, profile_weights, style_profile, user_profiles
+from style.space import DEFAULT_EVENT_WEIGHTS, StyleSpace, interpolate, profile_weights, style_profile, user_profiles
 from style.transfer import MagentaStyleTransfer
 
 
@@ -114,8 +114,23 @@ def test_style_space_math():
         space.rows(["nope"])
 
 
+def test_style_profile_is_the_models_user_history():
+    """`style transfer --user` weighs a user's history as the model's user features do."""
+    from recsys.features import FeatureConfig
+
+    cfg = FeatureConfig()
+    ages = np.array([40.0, 3.0, 0.0, 400.0])
+    events = np.array(["view", "click", "purchase", "cart"])
+    expected = np.array([cfg.history_event_weights[e] for e in events]) * np.exp2(-ages / cfg.half_life_days)
+    np.testing.assert_allclose(profile_weights(ages, events), expected)
+    np.testing.assert_allclose(profile_weights(ages, events), [1.0, 1.0, 1.0, 1.0])
+    # only the last history_len events count
+    w = profile_weights(np.arange(cfg.history_len + 5, dtype=float), np.array(["view"] * (cfg.history_len + 5)))
+    assert w[: cfg.history_len].all() and not w[cfg.history_len :].any()
+
+
 def test_profiles_weight_recent_and_strong_events():
-    w = profile_weights(np.array([0.0, 30.0, 0.0]), np.array(["purchase", "purchase", "view"]), half_life_days=30)
+    w = profile_weights(np.array([0.0, 30.0, 0.0]), np.array(["purchase", "purchase", "view"]), half_life_days=30, event_weights=DEFAULT_EVENT_WEIGHTS)
     np.testing.assert_allclose(w, [2.0, 1.0, 0.25])
     vecs = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
     np.testing.assert_allclose(style_profile(vecs, w), (2 * vecs[0] + vecs[1] + 0.25 * vecs[2]) / 3.25, rtol=1e-6)

@@ -102,7 +102,34 @@ def _import_hm(src: Path, dd: DatasetDir, copy_images: bool) -> tuple[Manifest, 
     for col in ("detail_desc", *DESCRIPTIVE_COLUMNS):
         if col not in articles.columns:
             articles = articles.with_columns(pl.lit(None, dtype=pl.String).alias(col))
+    purchases, tx_rows = read_purchases(src)
+    linked = place_images(src, dd.root, copy_images)
+    items = items_table(articles, purchases, src / "images")
+    users = read_customers(src)
+    reviews = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "ts": UTC_DATETIME, "rating": pl.Int64, "text": pl.String})
+    dd.write_table("items", items)
+    dd.write_table("users", users)
+    dd.write_table("interactions", purchases)
+    dd.write_table("reviews", reviews)
+    report = HMImportReport(
+        articles=items.height,
+        articles_without_image=int(items.get_column("image_path").null_count()),
+        customers=users.height,
+        transaction_rows=int(tx_rows),
+        purchases=purchases.height,
+    )
+    manifest = dd.write_manifest(
+        "hm",
+        "hm-kaggle",
+        params={"src": str(src.resolve()), "copy_images": copy_images},
+        linked_dirs=linked,
+        extra={"import_report": report.__dict__},
+    )
+    return manifest, report
 
+
+def read_purchases(src: Path) -> tuple[pl.DataFrame, int]:
+    """(purchases, transaction rows read): identical rows of a day = one purchase with a quantity."""
     tx_path = _find(src, "transactions_train", allow_parquet=True)
     tx = pl.scan_csv(tx_path, schema_overrides={"article_id": pl.String, "customer_id": pl.String}) if tx_path.suffix == ".csv" else pl.scan_parquet(tx_path)
     _require(tx, tx_path, ("t_dat", "customer_id", "article_id", "price"))
@@ -124,13 +151,14 @@ def _import_hm(src: Path, dd: DatasetDir, copy_images: bool) -> tuple[Manifest, 
         .sort(["user_id", "ts", "item_id"])
         .collect()
     )
-    item_stats = purchases.group_by("item_id").agg(pl.col("price").median().alias("median_price"), pl.col("ts").min().alias("first_sold"))
-    first_day = purchases.get_column("ts").min()
+    return purchases, tx_rows
 
-    # images: link the folder into the dataset (recorded in the manifest) or copy it
+
+def place_images(src: Path, root: Path, copy_images: bool) -> dict[str, str]:
+    """Link the image folder into the dataset (returned, for the manifest) or copy it."""
     linked: dict[str, str] = {}
     image_src = src / "images"
-    image_dst = dd.root / "images"
+    image_dst = root / "images"
     if image_src.is_dir():
         if image_dst.is_symlink() or image_dst.is_file():
             image_dst.unlink()
@@ -141,10 +169,16 @@ def _import_hm(src: Path, dd: DatasetDir, copy_images: bool) -> tuple[Manifest, 
         else:
             image_dst.symlink_to(image_src.resolve(), target_is_directory=True)
             linked["images"] = str(image_src.resolve())
+    return linked
+
+
+def items_table(articles: pl.DataFrame, purchases: pl.DataFrame, image_src: Path) -> pl.DataFrame:
+    """Articles as items: median sold price, first sale as created_at, the image if it exists."""
+    item_stats = purchases.group_by("item_id").agg(pl.col("price").median().alias("median_price"), pl.col("ts").min().alias("first_sold"))
+    first_day = purchases.get_column("ts").min()
     rel_paths = [f"images/{aid[:3]}/{aid}.jpg" for aid in articles.get_column("article_id").to_list()]
     exists = [(image_src / p.removeprefix("images/")).is_file() for p in rel_paths]
-
-    items = (
+    return (
         articles.with_columns(
             pl.Series("image_path", [p if e else None for p, e in zip(rel_paths, exists, strict=True)], dtype=pl.String),
         )
@@ -161,28 +195,9 @@ def _import_hm(src: Path, dd: DatasetDir, copy_images: bool) -> tuple[Manifest, 
         )
     )
 
+
+def read_customers(src: Path) -> pl.DataFrame:
     cust_path = _find(src, "customers", allow_parquet=True)
     customers = pl.read_csv(cust_path, schema_overrides={"customer_id": pl.String, "postal_code": pl.String}) if cust_path.suffix == ".csv" else pl.read_parquet(cust_path)
     _require(customers, cust_path, ("customer_id",))
-    users = customers.rename({"customer_id": "user_id"})
-
-    reviews = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "ts": UTC_DATETIME, "rating": pl.Int64, "text": pl.String})
-    dd.write_table("items", items)
-    dd.write_table("users", users)
-    dd.write_table("interactions", purchases)
-    dd.write_table("reviews", reviews)
-    report = HMImportReport(
-        articles=items.height,
-        articles_without_image=int(items.get_column("image_path").null_count()),
-        customers=users.height,
-        transaction_rows=int(tx_rows),
-        purchases=purchases.height,
-    )
-    manifest = dd.write_manifest(
-        "hm",
-        "hm-kaggle",
-        params={"src": str(src.resolve()), "copy_images": copy_images},
-        linked_dirs=linked,
-        extra={"import_report": report.__dict__},
-    )
-    return manifest, report
+    return customers.rename({"customer_id": "user_id"})

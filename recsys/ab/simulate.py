@@ -9,10 +9,10 @@ from offline metrics to an experiment read-out.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 import polars as pl
 
@@ -20,14 +20,11 @@ from data.dataset import DatasetError
 from data.io import write_json, write_parquet
 from data.split import load_or_create_split
 from data.stylemart.storefront import load_world, simulate_visits
-from data.validate import ValidatedDataset, load_dataset
-from pipelines.ab_job import build_report, log_report, write_report
-from pipelines.candidates_job import load_model
-from pipelines.workspace import resolve_dataset
-from recsys.ab_analysis import ABConfig
+from data.validate import ValidatedDataset
 from recsys.baselines import ImplicitMF, Popularity
 from recsys.evaluate import recommend
 from recsys.features import DAY, FeatureSet, build_features
+from recsys.serving import LoadedModel
 
 BUILTIN = ("popularity", "als", "random")
 
@@ -44,20 +41,28 @@ class RandomPolicy:
         return np.random.default_rng([self.seed, int(users[0]) if len(users) else 0]).random((len(users), self.n_items))
 
 
-def make_policy(spec: str, ds: ValidatedDataset, fs: FeatureSet, time: int, seed: int):
+ModelLoader = Callable[[str], LoadedModel]  # a model URI or bundle folder -> the served model
+
+
+def make_policy(spec: str, fs: FeatureSet, time: int, seed: int, load_model: ModelLoader):
     if spec == "popularity":
         return Popularity().fit(fs, time)
     if spec == "als":
         return ImplicitMF("als", seed=seed).fit(fs, time)
     if spec == "random":
         return RandomPolicy(fs.items.n, seed)
-    return load_model(ds, spec).recommender
+    return load_model(spec).recommender
 
 
-def simulate_experiment(ds: ValidatedDataset, control: str, treatment: str, n_users: int, days: float, seed: int, k: int = 10) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def simulate_experiment(
+    ds: ValidatedDataset, control: str, treatment: str, n_users: int, days: float, seed: int, load_model: ModelLoader, k: int = 10
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Assign random users to control / treatment, serve each arm's top-k for ``days`` and
+    draw purchases from the ground-truth shoppers. ``load_model`` resolves a policy spec
+    that is not built in (a model URI or bundle folder)."""
     world = load_world(ds.dir.root)
     model_specs = [s for s in (control, treatment) if s not in BUILTIN]
-    fs = load_model(ds, model_specs[0]).fs if model_specs else build_features(ds, load_or_create_split(ds), require_style=False)
+    fs = load_model(model_specs[0]).fs if model_specs else build_features(ds, load_or_create_split(ds), require_style=False)
     if list(fs.items.ids) != list(world.item_ids) or list(fs.user_ids) != list(world.user_ids):
         raise DatasetError(f"{ds.dir.root}: features and ground truth disagree on the item or user ids")
     start = int(fs.ev_ts.max()) + 1
@@ -69,7 +74,7 @@ def simulate_experiment(ds: ValidatedDataset, control: str, treatment: str, n_us
     shown = np.full((len(users), k), -1, np.int64)
     for name, spec in (("control", control), ("treatment", treatment)):
         sel = arm == name
-        policy = make_policy(spec, ds, fs, start, seed)
+        policy = make_policy(spec, fs, start, seed, load_model)
         shown[sel] = recommend(policy, fs, users[sel], start, k, mask_seen=True)
     events, expected = simulate_visits(world, users, exposure, end, shown, rng)
     before = pl.lit(dt.datetime.fromtimestamp(start, dt.UTC))
@@ -96,35 +101,8 @@ def simulate_experiment(ds: ValidatedDataset, control: str, treatment: str, n_us
     return assignments, events, summary
 
 
-@click.command("simulate")
-@click.argument("dataset")
-@click.option("--control", default="als", show_default=True, help="popularity | als | random | a model URI or bundle folder")
-@click.option("--treatment", default="models:/stylerec@champion", show_default=True)
-@click.option("--users", "n_users", type=int, default=4000, show_default=True)
-@click.option("--days", type=float, default=14, show_default=True)
-@click.option("--k", type=int, default=10, show_default=True, help="items in the storefront slot")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="[default: <workdir>/ab/<dataset>-<control>-vs-<treatment>]")
-@click.option("--report/--no-report", default=True, show_default=True, help="run `ab report` on the result")
-@click.pass_context
-def simulate_cmd(ctx, dataset, control, treatment, n_users, days, k, seed, out, report):
-    """Simulate an A/B test of two policies on StyleMart's ground-truth shoppers."""
-    try:
-        ds = load_dataset(resolve_dataset(dataset, ctx.obj["workdir"]))
-        assignments, events, summary = simulate_experiment(ds, control, treatment, n_users, days, seed, k)
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from exc
-    slug = lambda s: s.replace(":/", "-").replace("/", "-").replace("@", "-")  # noqa: E731
-    out = Path(out) if out else ctx.obj["workdir"] / "ab" / f"{ds.manifest.name}-{slug(control)}-vs-{slug(treatment)}"
+def write_simulation(out: Path, assignments: pl.DataFrame, events: pl.DataFrame, summary: dict) -> None:
+    """The simulated experiment in the input format of `stylerec ab report`."""
     write_parquet(assignments, out / "assignments.parquet")
     write_parquet(events, out / "events.parquet")
     write_json(summary, out / "simulation.json")
-    e = summary["expected_purchases_per_user"]
-    click.echo(f"simulated {sum(summary['users'].values()):,} users over {days:g} days: expected purchases per user control {e['control']:.4f}, treatment {e['treatment']:.4f} ({e['treatment'] / max(e['control'], 1e-12) - 1:+.1%}); drawn purchases {summary['purchases']}")
-    click.echo(f"assignments and events in {out}")
-    if report:
-        cfg = ABConfig(covariate="pre_purchases", attribution_days=days)  # the whole experiment counts
-        rep, quarantine = build_report(assignments, events, None, cfg)
-        json_path, html_path = write_report(rep, quarantine, out / "report")
-        click.echo(rep["verdict"])
-        click.echo(f"report: {json_path}\nHTML:   {html_path}\nMLflow run {log_report(rep, json_path, html_path)}")

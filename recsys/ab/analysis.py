@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from recsys import ab_stats as st
+from recsys.ab import stats as st
 
 METRICS = ("conversion", "revenue_per_user", "orders_per_user")
 
@@ -161,8 +161,8 @@ def _metric_block(metric: str, a: np.ndarray, b: np.ndarray, cfg: ABConfig, cov_
         block["prob_b_beats_a_exact"] = st.beta_binomial_prob_b_beats_a(int(a.sum()), len(a), int(b.sum()), len(b))
         block["mde_at_80_power"] = st.minimum_detectable_effect(c.mean_a, len(a), len(b), cfg.alpha)
     if theta is not None:
-        adj_a = a - theta * (cov_a - np.concatenate([cov_a, cov_b]).mean())
-        adj_b = b - theta * (cov_b - np.concatenate([cov_a, cov_b]).mean())
+        adjusted = st.cuped_adjust(np.concatenate([a, b]), np.concatenate([cov_a, cov_b]), theta)  # pooled covariate mean
+        adj_a, adj_b = adjusted[: len(a)], adjusted[len(a) :]
         ca = st.compare_means(float(adj_a.mean()), float(adj_a.var(ddof=1)), len(a), float(adj_b.mean()), float(adj_b.var(ddof=1)), len(b), cfg.alpha)
         raw_var = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
         block["cuped"] = {"theta": theta, "abs_lift": ca.abs_lift.to_json(), "variance_reduction": float(1 - ca.se_abs**2 / raw_var) if raw_var > 0 else 0.0}

@@ -5,23 +5,19 @@ from __future__ import annotations
 import html
 import io
 
+from recsys.reporting import pyplot
+
 
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    pyplot().close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
 
 def forest_plot(report: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [(f"{m} · {arm}", b["rel_lift"]) for m, arms in report["metrics"].items() for arm, b in arms.items()]
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1))
     for i, (_, lift) in enumerate(rows):
@@ -36,11 +32,7 @@ def forest_plot(report: dict) -> str:
 
 
 def cumulative_plot(report: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     for arm, points in report.get("cumulative", {}).items():
         if not points:
