@@ -100,6 +100,12 @@ def train_or_reuse(ds: ValidatedDataset, config, wd: Path) -> tuple[str, str]:
     return f"models:/{tracking.MODEL_NAME}/{version}", train_run
 
 
+SINGLE_RUN_NOTE = (
+    "(one training run: another seed, or the same seed on another CPU, lands elsewhere in the spread that "
+    "benchmarks/quality.py measures over seeds; the README's table reports that mean ± sd)"
+)
+
+
 def offline_evaluation(ds: ValidatedDataset, config, model_uri: str, wd: Path) -> tuple[Path, str, str]:
     """(report path, MLflow run, tracking URI)."""
     with _stage("offline evaluation against the baselines (same split, same protocol)"):
@@ -107,6 +113,7 @@ def offline_evaluation(ds: ValidatedDataset, config, model_uri: str, wd: Path) -
         report = wd / "reports" / f"offline-eval-{ds.manifest.name}.json"
         write_json({"dataset": ds.manifest.name, "run_id": eval_run, "results": results}, report)
         click.echo(format_metrics(results))
+        click.echo(SINGLE_RUN_NOTE)
     return report, eval_run, uri
 
 
@@ -135,6 +142,7 @@ def ab_test(ds: ValidatedDataset, model_uri: str, wd: Path) -> tuple[Path, str]:
         click.echo(f"expected purchases per user: ALS {e['control']:.4f}, two-tower {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
         report, _, ab_html, ab_run = report_simulation(assignments, events, ab_dir, days=14)
         click.echo(report["verdict"])
+        click.echo(SINGLE_RUN_NOTE)
     return ab_html, ab_run
 
 

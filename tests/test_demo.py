@@ -19,6 +19,7 @@ def test_demo_runs_every_stage_and_reuses_work(tmp_path, monkeypatch):
     for stage in stages:
         assert f"\n== {stage}" in first.output, stage
     assert "registered stylerec version 1" in first.output
+    assert first.output.count("spread that benchmarks/quality.py measures") == 2  # after the table and the A/B verdict
     for path in ("datasets/stylemart-tiny/style/gallery.png", "reports/offline-eval-stylemart-tiny.json", "ab/stylemart-tiny-als-vs-two-tower/report/report.html"):
         assert (tmp_path / "wd" / path).is_file(), path
     second = runner.invoke(cli, args)
