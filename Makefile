@@ -41,11 +41,13 @@ $(MOVIELENS_WHEEL): $(MOVIELENS_REQUIREMENTS) | $(STAMP)
 
 movielens-wheel: $(MOVIELENS_WHEEL)
 
-# re-resolve the newest versions pyproject.toml allows, with hashes (uv, installed on demand)
+# resolve pyproject.toml into the lock, with hashes (uv, installed on demand): the versions
+# pinned now are kept where they still fit; `make lock UPGRADE=1` takes the newest of everything
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	cp $(LOCK) $(LOCK).new
 	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 \
-		--python-platform $(LOCK_PLATFORM) --no-header --annotation-style line -o $(LOCK).new
+		--python-platform $(LOCK_PLATFORM) --no-header --annotation-style line $(if $(UPGRADE),--upgrade) -o $(LOCK).new
 	(sed -n '1,3p' $(LOCK); cat $(LOCK).new) > $(LOCK).tmp && rm $(LOCK).new && mv $(LOCK).tmp $(LOCK)
 	@echo "$(LOCK) updated: review the diff, then run make venv && make test"
 
