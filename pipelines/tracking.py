@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -48,7 +49,22 @@ def champion_score(client, metric: str = "val_recall_50") -> float | None:
     except MlflowException:
         return None
     value = version.tags.get(metric)
-    return float(value) if value is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # a hand-edited tag
+        return None
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def is_better(score: float | None, champion: float | None) -> bool:
+    """Whether ``score`` should take the champion alias from ``champion``'s: a NaN or
+    missing score never does; a NaN or missing champion score is beaten by any real one."""
+    if not _finite(score):
+        return False
+    return not _finite(champion) or score > champion
 
 
 def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: float, dataset_fingerprint: str, config_sha256: str = "") -> tuple[str, bool]:
@@ -62,7 +78,7 @@ def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: flo
     client.set_model_version_tag(MODEL_NAME, version.version, "run_id", run_id)
     client.set_model_version_tag(MODEL_NAME, version.version, "config_sha256", config_sha256)
     current = champion_score(client)
-    promoted = current is None or val_recall_50 > current
+    promoted = is_better(val_recall_50, current)
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, version.version)
     return str(version.version), promoted
@@ -227,7 +243,7 @@ def train_and_track(
     from recsys.training_run import checkpoint_dir, evaluate_on_test, features_for, run_key, single_process_trainer
 
     fs = features_for(ds, config)
-    ckpt = checkpoint_dir(workdir, ds, config)
+    ckpt = checkpoint_dir(workdir, ds, config, fs.split)
     make_trainer = make_trainer or single_process_trainer(config, progress)
     if not is_main:
         make_trainer(fs, ckpt, None).fit(resume=resume)
