@@ -24,11 +24,14 @@ DEBUG_HINT = "re-run with `stylerec --debug ...` to see the traceback"
 
 def one_line_error(exc: BaseException) -> click.ClickException:
     """An exception no job turned into a message, as one line (plus the --debug hint).
-    A busy folder's lock says all there is to say, so it goes without its type."""
+    Our own errors (a busy folder, a missing model, a broken dataset) say all there is to
+    say, so they go without their type or hint."""
+    from data.dataset import DatasetError
     from data.io import FolderLockError
+    from pipelines.tracking import ModelNotFoundError
 
     text = " ".join(str(exc).split()) or repr(exc)
-    if isinstance(exc, FolderLockError):
+    if isinstance(exc, (FolderLockError, ModelNotFoundError, DatasetError)):
         return click.ClickException(text)
     return click.ClickException(f"{type(exc).__name__}: {text}\n{DEBUG_HINT}")
 

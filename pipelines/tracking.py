@@ -93,29 +93,46 @@ def use_store() -> str:
     return uri
 
 
+class ModelNotFoundError(Exception):
+    """A --model that names no model: the CLI reports it in one line."""
+
+
 def fetch_bundle(model: str) -> tuple[Path, str]:
     """A model bundle folder and its version label, from a folder or an MLflow model URI
-    (``CHAMPION_URI``, ``models:/stylerec/3``, ``runs:/<id>/model``)."""
+    (``CHAMPION_URI``, ``models:/stylerec/3``, ``runs:/<id>/model``); a model that is not
+    there raises :class:`ModelNotFoundError` with what to do."""
     import hashlib
 
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     folder = Path(model)
     if folder.is_dir():
-        digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()[:12]
+        weights = folder / "weights.safetensors"
+        if not weights.is_file():
+            raise ModelNotFoundError(f"{folder} is not a model bundle folder (no {weights.name}); give a bundle folder or an MLflow model URI such as {CHAMPION_URI}")
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
         return folder, f"bundle-{digest}"
-    use_store()
-    local = Path(mlflow.artifacts.download_artifacts(f"{model.rstrip('/')}/artifacts/bundle"))
+    if not model.startswith(("models:/", "runs:/")):
+        raise ModelNotFoundError(f"--model {model!r}: no such folder, and not an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model)")
+    uri = use_store()
     label = model
-    if model.startswith("models:/"):
-        name_part = model[len("models:/"):]
-        client = MlflowClient()
-        if "@" in name_part:
-            name, alias = name_part.split("@", 1)
-            label = f"{name}/{client.get_model_version_by_alias(name, alias).version}"
-        else:
-            label = name_part
+    try:
+        if model.startswith("models:/"):
+            name_part = model[len("models:/"):]
+            client = MlflowClient()
+            if "@" in name_part:
+                name, alias = name_part.split("@", 1)
+                label = f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+            else:
+                name, _, version = name_part.partition("/")
+                client.get_model_version(name, version)
+                label = name_part
+        local = Path(mlflow.artifacts.download_artifacts(f"{model.rstrip('/')}/artifacts/bundle"))
+    except (MlflowException, OSError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ModelNotFoundError(f"--model {model}: not found in the MLflow store {uri} ({first}); train one with `stylerec train`, or list versions in the MLflow UI") from exc
     return local, label
 
 
