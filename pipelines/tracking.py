@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ARTIFACTS_DIR = Path("mlflow/artifacts")
 MODEL_NAME = "stylerec"
@@ -246,6 +248,22 @@ def _log_model(result, ds, config, run_id: str):
         )
 
 
+RUN_KEY_TAG = "stylerec.run_key"  # the checkpoint folder's name: one dataset + split + config
+
+
+def mark_stale_runs_killed(client, key: str) -> list[str]:
+    """Mark the RUNNING training runs tagged with ``key`` KILLED (MLflow's status for a run
+    whose process died); call it holding the checkpoint folder's lock, so none is alive.
+    Returns their run ids."""
+    experiment = client.get_experiment_by_name(OFFLINE_EVAL)
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'")
+    for r in runs:
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return [r.info.run_id for r in runs]
+
+
 def train_and_track(
     ds, config, workdir: Path, resume: bool = False, progress: bool = True, register: bool = True,
     make_trainer=None, is_main: bool = True, run_params: dict | None = None,
@@ -266,22 +284,29 @@ def train_and_track(
         make_trainer(fs, ckpt, None).fit(resume=resume)
         return None
 
-    uri = setup(OFFLINE_EVAL)
-    with mlflow.start_run(run_name=f"train-{ds.manifest.name}") as run:
-        _log_run_params(ds, config, fs, resume, run_params)
-        trainer = make_trainer(fs, ckpt, _log_epoch)
-        started = time.perf_counter()
-        result = trainer.fit(resume=resume)
-        mlflow.log_metrics({"best_val_recall_50": result.best_val_recall_50, "best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started})
-        test = evaluate_on_test(result, ds)
-        _log_test_metrics(result, test)
-        info = _log_model(result, ds, config, run.info.run_id)
-        version, promoted = None, False
-        if register:
-            version, promoted = register_and_promote(
-                mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config)
-            )
-            mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
+    from data.io import folder_lock
+
+    # one training run per checkpoint folder; holding its lock, any RUNNING run of this key is a killed one
+    with folder_lock(ckpt, what=f"stylerec train {ds.manifest.name}"):
+        uri = setup(OFFLINE_EVAL)
+        stale = mark_stale_runs_killed(mlflow.tracking.MlflowClient(), ckpt.name)
+        if stale:
+            click.echo(f"marked {len(stale)} earlier MLflow run(s) of this training KILLED (left RUNNING by a killed process): {', '.join(stale)}")
+        with mlflow.start_run(run_name=f"train-{ds.manifest.name}", tags={RUN_KEY_TAG: ckpt.name}) as run:
+            _log_run_params(ds, config, fs, resume, run_params)
+            trainer = make_trainer(fs, ckpt, _log_epoch)
+            started = time.perf_counter()
+            result = trainer.fit(resume=resume)
+            mlflow.log_metrics({"best_val_recall_50": result.best_val_recall_50, "best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started})
+            test = evaluate_on_test(result, ds)
+            _log_test_metrics(result, test)
+            info = _log_model(result, ds, config, run.info.run_id)
+            version, promoted = None, False
+            if register:
+                version, promoted = register_and_promote(
+                    mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config)
+                )
+                mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
     return TrainOutcome(run.info.run_id, result, test, version, promoted, uri)
 
 

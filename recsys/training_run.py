@@ -105,7 +105,9 @@ def config_sha256(config: RunConfig, encoders: dict | None = None) -> str:
     """Key of a training run: the config, the training code's fingerprint and the encoders'
     identity (default: the installed ones), so neither a model registered by other code or
     on other vectors nor its checkpoints are taken for this run's."""
-    payload = {"config": config.to_json(), "code": training_code_sha256(), "encoders": encoders if encoders is not None else encoder_identity()}
+    as_json = config.to_json()
+    as_json["train"].pop("keep_checkpoints", None)  # what stays on disk changes nothing trained
+    payload = {"config": as_json, "code": training_code_sha256(), "encoders": encoders if encoders is not None else encoder_identity()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -50,3 +50,75 @@ def test_nan_never_moves_the_champion():
     assert tracking.is_better(0.2, nan)
     assert tracking.is_better(0.2, None)
     assert tracking.is_better(0.2, 0.1) and not tracking.is_better(0.1, 0.2)
+
+
+def _epochs_on_disk(folder):
+    return sorted({p.name.split(".")[0] for p in folder.glob("epoch-*.*")})
+
+
+def test_checkpoints_are_pruned_to_last_and_best_and_still_resume(tiny_features, tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from recsys.config import ConfigError, load_run_config
+    from recsys.model import TwoTowerConfig
+    from recsys.train import TrainConfig, Trainer
+
+    small = TrainConfig(epochs=3, batch_size=64, patience=5, val_users=None, refit=False, max_batches_per_epoch=2)
+    result = Trainer(tiny_features, TwoTowerConfig(), small, checkpoint_dir=tmp_path / "pruned", progress=False).fit()
+    kept = {f"epoch-{e:03d}" for e in (2, result.best_epoch)}
+    assert _epochs_on_disk(tmp_path / "pruned") == sorted(kept)
+    resumed = Trainer(tiny_features, TwoTowerConfig(), dataclasses.replace(small, epochs=4), checkpoint_dir=tmp_path / "pruned", progress=False).fit(resume=True)
+    assert len(resumed.history) == 4
+    assert "epoch-003" in _epochs_on_disk(tmp_path / "pruned") and len(_epochs_on_disk(tmp_path / "pruned")) <= 2
+
+    Trainer(tiny_features, TwoTowerConfig(), dataclasses.replace(small, keep_checkpoints="all"), checkpoint_dir=tmp_path / "all", progress=False).fit()
+    assert _epochs_on_disk(tmp_path / "all") == ["epoch-000", "epoch-001", "epoch-002"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nkeep_checkpoints = "some"\n')
+    with pytest.raises(ConfigError, match="keep_checkpoints must be one of"):
+        load_run_config(bad)
+
+
+def _id_only_config(tmp_path):
+    path = tmp_path / "id_only.toml"
+    path.write_text('[model]\nitem_features = ["item_id"]\nuser_features = ["user_id", "history"]\n[train]\nepochs = 1\nbatch_size = 8\nval_users = 0\nrefit = false\n')
+    return path
+
+
+def test_killed_runs_are_marked_and_a_busy_checkpoint_folder_is_refused(make_dataset, tmp_path, monkeypatch):
+    import mlflow
+
+    from data.io import folder_lock
+    from recsys.config import load_run_config
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    root = make_dataset().root
+    wd = tmp_path / "wd"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--workdir", str(wd), "data", "split", str(root), "--cutoff", "2026-03-20", "--val-days", "10"]).exit_code == 0
+    config_path = _id_only_config(tmp_path)
+    ds = load_dataset(root)
+    ckpt = training_run.checkpoint_dir(wd, ds, load_run_config(config_path))
+
+    # a train killed earlier left its run RUNNING
+    tracking.setup(tracking.OFFLINE_EVAL)
+    client = mlflow.tracking.MlflowClient()
+    experiment = client.get_experiment_by_name(tracking.OFFLINE_EVAL).experiment_id
+    stale = client.create_run(experiment, tags={tracking.RUN_KEY_TAG: ckpt.name}).info.run_id
+    other = client.create_run(experiment, tags={tracking.RUN_KEY_TAG: "another-key"}).info.run_id
+
+    # another live process trains into the same checkpoint folder: refused in one line, nothing touched
+    with folder_lock(ckpt, what="stylerec train (another)"):
+        result = runner.invoke(cli, ["--workdir", str(wd), "train", str(root), "--config", str(config_path)])
+    assert result.exit_code == 1 and "in use by PID" in result.output and "Traceback" not in result.output, result.output
+    assert client.get_run(stale).info.status == "RUNNING"
+
+    result = runner.invoke(cli, ["--workdir", str(wd), "train", str(root), "--config", str(config_path)])
+    assert result.exit_code == 0, result.output
+    assert f"KILLED (left RUNNING by a killed process): {stale}" in result.output
+    assert client.get_run(stale).info.status == "KILLED"
+    assert client.get_run(other).info.status == "RUNNING"
