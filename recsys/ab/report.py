@@ -9,10 +9,10 @@ import polars as pl
 
 from data.io import atomic_path, write_json, write_parquet
 from recsys.ab.analysis import ABConfig, ABInputError, analyse, clean_assignments, from_aggregated, per_user_metrics
-
-UNDEFINED = "not a number (undefined for these inputs, e.g. no variance or a zero control mean); written as null"
 from recsys.ab.html import render
 from recsys.tomlconf import build_dataclass, read_toml
+
+UNDEFINED = "not a number (undefined for these inputs, e.g. no variance or a zero control mean); written as null"
 
 
 def load_config(path: Path | None) -> ABConfig:
