@@ -56,11 +56,13 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``obj`` as strict JSON: a NaN or infinity becomes null (never a bare ``NaN`` token);
-    reports that can hold one say why beside it (recsys/ab/report.py's ``notes``)."""
+def write_json(obj: Any, path: str | os.PathLike[str], strict: bool = False) -> Path:
+    """``obj`` as JSON. ``strict`` (reports meant for other tools): a NaN or infinity
+    becomes null, never a bare ``NaN`` token that strict parsers refuse; without it they
+    are kept (configs and checkpoints hold ``Infinity`` on purpose and read it back)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+        text = json.dumps(json_safe(obj), allow_nan=False, indent=2, default=str) if strict else json.dumps(obj, indent=2, sort_keys=False, default=str)
+        tmp.write_text(text + "\n")
     return Path(path)
 
 

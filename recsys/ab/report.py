@@ -24,7 +24,7 @@ def load_config(path: Path | None) -> ABConfig:
 
 def undefined_numbers(obj, path: str = "") -> list[str]:
     """A note for every NaN or infinite number in ``obj``: report.json writes them as null
-    (JSON has no NaN; data.io.write_json), the notes say where and why."""
+    (JSON has no NaN; data.io.write_json strict), the notes say where and why."""
     if isinstance(obj, dict):
         return [n for k, v in obj.items() for n in undefined_numbers(v, f"{path}.{k}" if path else str(k))]
     if isinstance(obj, (list, tuple)):
@@ -50,7 +50,7 @@ def build_report(assignments: pl.DataFrame | None, events: pl.DataFrame | None, 
 
 def write_report(report: dict, quarantine: dict[str, pl.DataFrame], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(report, out / "report.json")
+    json_path = write_json(report, out / "report.json", strict=True)
     with atomic_path(out / "report.html") as tmp:
         tmp.write_text(render(report))
     for table, rows in quarantine.items():
