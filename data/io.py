@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
 import socket
@@ -44,9 +45,24 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities (which JSON does not have) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(obj: Any, path: str | os.PathLike[str], strict: bool = False) -> Path:
+    """``obj`` as JSON. ``strict`` (reports meant for other tools): a NaN or infinity
+    becomes null, never a bare ``NaN`` token that strict parsers refuse; without it they
+    are kept (configs and checkpoints hold ``Infinity`` on purpose and read it back)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        text = json.dumps(json_safe(obj), allow_nan=False, indent=2, default=str) if strict else json.dumps(obj, indent=2, sort_keys=False, default=str)
+        tmp.write_text(text + "\n")
     return Path(path)
 
 

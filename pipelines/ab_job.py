@@ -17,11 +17,14 @@ from recsys.ab.simulate import simulate_experiment, write_simulation
 
 
 def read_table(path: Path) -> pl.DataFrame:
-    if path.suffix == ".parquet":
-        return pl.read_parquet(path)
-    if path.suffix == ".csv":
-        return pl.read_csv(path, try_parse_dates=False, schema_overrides={"user_id": pl.String})
-    raise click.ClickException(f"{path}: expected .parquet or .csv")
+    if path.suffix not in (".parquet", ".csv"):
+        raise click.ClickException(f"{path}: expected .parquet or .csv")
+    try:
+        if path.suffix == ".parquet":
+            return pl.read_parquet(path)
+        return pl.read_csv(path, try_parse_dates=False, schema_overrides={"user_id": pl.String}, infer_schema_length=None)
+    except Exception as exc:  # polars raises several error types for broken files
+        raise click.ClickException(f"{path}: cannot read {path.suffix[1:]}: {' '.join(str(exc).split())[:300]}") from exc
 
 
 @click.group("ab")
@@ -57,6 +60,8 @@ def report_cmd(assignments, events, aggregated, config_path, sequential, out, no
     for key, value in report.get("inputs", {}).items():
         if value and key not in ("assignment_rows", "users_assigned", "event_rows", "events_used"):
             click.echo(f"note: {key.replace('_', ' ')}: {value:,}")
+    if report["notes"]:
+        click.echo(f"note: {len(report['notes'])} undefined number(s) written as null in report.json (see its notes), e.g. {report['notes'][0]}")
     if report["srm"]["flagged"]:
         click.secho(f"SAMPLE RATIO MISMATCH: p = {report['srm']['p_value']:.2g}", fg="red", bold=True)
     click.echo(report["verdict"])

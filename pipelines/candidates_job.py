@@ -3,12 +3,14 @@ generation (recsys/serving.py), tracked in MLflow; with --nproc, across torchrun
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from data.dataset import DatasetError
+from data.io import FolderLockError, folder_lock
 from pipelines import tracking
 from pipelines.common import load_ds
 from pipelines.env import launch
@@ -34,8 +36,8 @@ def _index_config(kind: str, k: int, target: float) -> IndexConfig:
 @click.argument("dataset")
 @model_option
 @click.option("--kind", type=index_kind_choice, default="auto", show_default=True)
-@click.option("--k", type=int, default=100, show_default=True, help="K of the recall target")
-@click.option("--target-recall", type=float, default=0.95, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=100, show_default=True, help="K of the recall target")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
 @click.pass_context
 def index_build(ctx, dataset, model_uri, kind, k, target_recall):
     """Build (and tune) the index for DATASET's items under MODEL."""
@@ -69,9 +71,9 @@ def index_add_items(ctx, dataset, model_uri):
 @click.command("candidates")
 @click.argument("dataset")
 @model_option
-@click.option("--k", type=int, default=100, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="[default: <workdir>/candidates/<dataset>]")
-@click.option("--chunk-size", type=int, default=2048, show_default=True, help="users per part (bounds memory)")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=2048, show_default=True, help="users per part (bounds memory)")
 @click.option("--keep-bought", is_flag=True, help="do not drop items the user already bought")
 @click.option("--exclude", type=click.Path(exists=True, dir_okay=False), default=None, help="parquet/CSV with an item_id column: never recommend these")
 @click.option("--steer-style-item", default=None, help="mix this item's style direction into every query")
@@ -124,8 +126,10 @@ def _candidates(ctx, ranks: DistContext, dataset, model_uri, k, out, chunk_size,
     out = Path(out) if out else ctx.obj["workdir"] / "candidates" / ds.manifest.name
     job = CandidateJob(k, chunk_size, not keep_bought, steer_style_item, steer if steer_style_item else 0.0, explain, sha)
     try:
-        summary = generate_candidates(lm, idx, out, job, excluded, ranks=ranks)
-    except CandidateJobError as exc:
+        # one writer per --out folder (several ranks of one job share it: only a lone process locks it)
+        with folder_lock(out, what="stylerec candidates") if ranks.world_size == 1 else contextlib.nullcontext():
+            summary = generate_candidates(lm, idx, out, job, excluded, ranks=ranks)
+    except (CandidateJobError, FolderLockError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not ranks.is_main:
         return

@@ -19,13 +19,46 @@ from pipelines.workspace import ENV_VAR  # noqa: E402
 from pipelines.workspace import workdir as resolve_workdir  # noqa: E402
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+DEBUG_HINT = "re-run with `stylerec --debug ...` to see the traceback"
+
+
+def one_line_error(exc: BaseException) -> click.ClickException:
+    """An exception no job turned into a message, as one line (plus the --debug hint).
+    Our own errors (a busy folder, a missing model, a broken dataset) say all there is to
+    say, so they go without their type or hint."""
+    from data.dataset import DatasetError
+    from data.io import FolderLockError
+    from pipelines.tracking import ModelNotFoundError
+
+    text = " ".join(str(exc).split()) or repr(exc)
+    if isinstance(exc, (FolderLockError, ModelNotFoundError, DatasetError)):
+        return click.ClickException(text)
+    return click.ClickException(f"{type(exc).__name__}: {text}\n{DEBUG_HINT}")
+
+
+class StylerecGroup(click.Group):
+    """The top-level group: uncaught exceptions become a one-line error unless --debug."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            raise one_line_error(exc) from exc
+
+
+@click.group(cls=StylerecGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, help=f"work folder for datasets and outputs [env {ENV_VAR}; default ./workspace]")
+@click.option("--debug", is_flag=True, help="show the full traceback of an unexpected error")
 @click.version_option(package_name="stylerec")
 @click.pass_context
-def cli(ctx: click.Context, workdir: str | None) -> None:
+def cli(ctx: click.Context, workdir: str | None, debug: bool) -> None:
     """stylerec: style-aware recommendations from product photos, text and behaviour."""
     ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
     ctx.obj["workdir"] = resolve_workdir(workdir)
 
 

@@ -111,7 +111,7 @@ def offline_evaluation(ds: ValidatedDataset, config, model_uri: str, wd: Path) -
     with _stage("offline evaluation against the baselines (same split, same protocol)"):
         results, eval_run, uri = run_evaluation(ds, config, model_uri=model_uri, echo=click.echo)
         report = wd / "reports" / f"offline-eval-{ds.manifest.name}.json"
-        write_json({"dataset": ds.manifest.name, "run_id": eval_run, "results": results}, report)
+        write_json({"dataset": ds.manifest.name, "run_id": eval_run, "results": results}, report, strict=True)
         click.echo(format_metrics(results))
         click.echo(SINGLE_RUN_NOTE)
     return report, eval_run, uri

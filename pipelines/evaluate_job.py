@@ -96,6 +96,6 @@ def evaluate_cmd(ctx, dataset, config_path, model_uri, variants, seed):
     except (ConfigError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
     out = ctx.obj["workdir"] / "reports" / f"offline-eval-{ds.manifest.name}.json"
-    write_json({"dataset": ds.manifest.name, "run_id": run_id, "results": results}, out)
+    write_json({"dataset": ds.manifest.name, "run_id": run_id, "results": results}, out, strict=True)
     click.echo(format_metrics(results))
     click.echo(f"results: {out}\nMLflow run {run_id} ({uri}); UI: {tracking.ui_hint(uri)}")

@@ -141,11 +141,18 @@ def style_group() -> None:
 def embed_cmd(ctx, dataset, batch_size, workers):
     """Embed every item image of DATASET (re-uses vectors of unchanged images)."""
     ds = load_ds(ctx, dataset)
+    if ds.items.height == 0 or ds.items["image_path"].null_count() == ds.items.height:
+        raise click.ClickException(
+            f"{ds.dir.root}: no item has an image (image_path is empty for all {ds.items.height:,} items, as in MovieLens); "
+            f"style embeddings need product photos: train without style features instead (e.g. --config recsys/configs/two_tower_id_only.toml)"
+        )
     stats = embed_catalogue(ds.dir.root, ds.items, MagentaStyleEncoder(batch_size=batch_size), workers=workers)
     click.echo(
         f"style embeddings: {stats.items:,} items = {stats.embedded:,} embedded + {stats.cached:,} cached + "
         f"{stats.quarantined:,} quarantined in {stats.seconds:.1f}s -> {ds.dir.root / STYLE_DIR}"
     )
+    if stats.embedded + stats.cached == 0:
+        raise click.ClickException(f"no item image could be embedded ({stats.quarantined:,} quarantined: missing or unreadable files; see {ds.dir.root / STYLE_DIR})")
 
 
 def _item_image(ds: ValidatedDataset, item_id: str) -> Image.Image:

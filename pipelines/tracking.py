@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import click
 
 DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ARTIFACTS_DIR = Path("mlflow/artifacts")
@@ -48,7 +51,22 @@ def champion_score(client, metric: str = "val_recall_50") -> float | None:
     except MlflowException:
         return None
     value = version.tags.get(metric)
-    return float(value) if value is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # a hand-edited tag
+        return None
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def is_better(score: float | None, champion: float | None) -> bool:
+    """Whether ``score`` should take the champion alias from ``champion``'s: a NaN or
+    missing score never does; a NaN or missing champion score is beaten by any real one."""
+    if not _finite(score):
+        return False
+    return not _finite(champion) or score > champion
 
 
 def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: float, dataset_fingerprint: str, config_sha256: str = "") -> tuple[str, bool]:
@@ -62,7 +80,7 @@ def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: flo
     client.set_model_version_tag(MODEL_NAME, version.version, "run_id", run_id)
     client.set_model_version_tag(MODEL_NAME, version.version, "config_sha256", config_sha256)
     current = champion_score(client)
-    promoted = current is None or val_recall_50 > current
+    promoted = is_better(val_recall_50, current)
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, version.version)
     return str(version.version), promoted
@@ -77,29 +95,46 @@ def use_store() -> str:
     return uri
 
 
+class ModelNotFoundError(Exception):
+    """A --model that names no model: the CLI reports it in one line."""
+
+
 def fetch_bundle(model: str) -> tuple[Path, str]:
     """A model bundle folder and its version label, from a folder or an MLflow model URI
-    (``CHAMPION_URI``, ``models:/stylerec/3``, ``runs:/<id>/model``)."""
+    (``CHAMPION_URI``, ``models:/stylerec/3``, ``runs:/<id>/model``); a model that is not
+    there raises :class:`ModelNotFoundError` with what to do."""
     import hashlib
 
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     folder = Path(model)
     if folder.is_dir():
-        digest = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()[:12]
+        weights = folder / "weights.safetensors"
+        if not weights.is_file():
+            raise ModelNotFoundError(f"{folder} is not a model bundle folder (no {weights.name}); give a bundle folder or an MLflow model URI such as {CHAMPION_URI}")
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
         return folder, f"bundle-{digest}"
-    use_store()
-    local = Path(mlflow.artifacts.download_artifacts(f"{model.rstrip('/')}/artifacts/bundle"))
+    if not model.startswith(("models:/", "runs:/")):
+        raise ModelNotFoundError(f"--model {model!r}: no such folder, and not an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model)")
+    uri = use_store()
     label = model
-    if model.startswith("models:/"):
-        name_part = model[len("models:/"):]
-        client = MlflowClient()
-        if "@" in name_part:
-            name, alias = name_part.split("@", 1)
-            label = f"{name}/{client.get_model_version_by_alias(name, alias).version}"
-        else:
-            label = name_part
+    try:
+        if model.startswith("models:/"):
+            name_part = model[len("models:/"):]
+            client = MlflowClient()
+            if "@" in name_part:
+                name, alias = name_part.split("@", 1)
+                label = f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+            else:
+                name, _, version = name_part.partition("/")
+                client.get_model_version(name, version)
+                label = name_part
+        local = Path(mlflow.artifacts.download_artifacts(f"{model.rstrip('/')}/artifacts/bundle"))
+    except (MlflowException, OSError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise ModelNotFoundError(f"--model {model}: not found in the MLflow store {uri} ({first}); train one with `stylerec train`, or list versions in the MLflow UI") from exc
     return local, label
 
 
@@ -213,6 +248,22 @@ def _log_model(result, ds, config, run_id: str):
         )
 
 
+RUN_KEY_TAG = "stylerec.run_key"  # the checkpoint folder's name: one dataset + split + config
+
+
+def mark_stale_runs_killed(client, key: str) -> list[str]:
+    """Mark the RUNNING training runs tagged with ``key`` KILLED (MLflow's status for a run
+    whose process died); call it holding the checkpoint folder's lock, so none is alive.
+    Returns their run ids."""
+    experiment = client.get_experiment_by_name(OFFLINE_EVAL)
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'")
+    for r in runs:
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return [r.info.run_id for r in runs]
+
+
 def train_and_track(
     ds, config, workdir: Path, resume: bool = False, progress: bool = True, register: bool = True,
     make_trainer=None, is_main: bool = True, run_params: dict | None = None,
@@ -227,28 +278,35 @@ def train_and_track(
     from recsys.training_run import checkpoint_dir, evaluate_on_test, features_for, run_key, single_process_trainer
 
     fs = features_for(ds, config)
-    ckpt = checkpoint_dir(workdir, ds, config)
+    ckpt = checkpoint_dir(workdir, ds, config, fs.split)
     make_trainer = make_trainer or single_process_trainer(config, progress)
     if not is_main:
         make_trainer(fs, ckpt, None).fit(resume=resume)
         return None
 
-    uri = setup(OFFLINE_EVAL)
-    with mlflow.start_run(run_name=f"train-{ds.manifest.name}") as run:
-        _log_run_params(ds, config, fs, resume, run_params)
-        trainer = make_trainer(fs, ckpt, _log_epoch)
-        started = time.perf_counter()
-        result = trainer.fit(resume=resume)
-        mlflow.log_metrics({"best_val_recall_50": result.best_val_recall_50, "best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started})
-        test = evaluate_on_test(result, ds)
-        _log_test_metrics(result, test)
-        info = _log_model(result, ds, config, run.info.run_id)
-        version, promoted = None, False
-        if register:
-            version, promoted = register_and_promote(
-                mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config)
-            )
-            mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
+    from data.io import folder_lock
+
+    # one training run per checkpoint folder; holding its lock, any RUNNING run of this key is a killed one
+    with folder_lock(ckpt, what=f"stylerec train {ds.manifest.name}"):
+        uri = setup(OFFLINE_EVAL)
+        stale = mark_stale_runs_killed(mlflow.tracking.MlflowClient(), ckpt.name)
+        if stale:
+            click.echo(f"marked {len(stale)} earlier MLflow run(s) of this training KILLED (left RUNNING by a killed process): {', '.join(stale)}")
+        with mlflow.start_run(run_name=f"train-{ds.manifest.name}", tags={RUN_KEY_TAG: ckpt.name}) as run:
+            _log_run_params(ds, config, fs, resume, run_params)
+            trainer = make_trainer(fs, ckpt, _log_epoch)
+            started = time.perf_counter()
+            result = trainer.fit(resume=resume)
+            mlflow.log_metrics({"best_val_recall_50": result.best_val_recall_50, "best_epoch": result.best_epoch, "train_seconds": time.perf_counter() - started})
+            test = evaluate_on_test(result, ds)
+            _log_test_metrics(result, test)
+            info = _log_model(result, ds, config, run.info.run_id)
+            version, promoted = None, False
+            if register:
+                version, promoted = register_and_promote(
+                    mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config)
+                )
+                mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
     return TrainOutcome(run.info.run_id, result, test, version, promoted, uri)
 
 

@@ -27,6 +27,7 @@ def main(dataset, config_path, seed, epochs, resume, sharding, workdir, no_regis
     """Train the two-tower model on DATASET across the ranks torchrun started."""
     env.silence_rank_notices()
     from data.dataset import DatasetError
+    from data.io import FolderLockError
     from data.validate import load_dataset
     from pipelines import tracking
     from pipelines.workspace import resolve_dataset
@@ -56,7 +57,7 @@ def main(dataset, config_path, seed, epochs, resume, sharding, workdir, no_regis
 
         run_params = {"world_size": ctx.world_size, "backend": ctx.backend, "sharding": sharding or "planner", "threads_per_rank": threads}
         out = tracking.train_and_track(ds, config, root, resume=resume, progress=ctx.is_main, register=not no_register, make_trainer=make_trainer, is_main=ctx.is_main, run_params=run_params)
-    except (ConfigError, DatasetError, ValueError) as exc:
+    except (ConfigError, DatasetError, FolderLockError, ValueError) as exc:
         raise click.ClickException(f"rank {ctx.rank}: {exc}") from exc
     finally:
         ctx.close()

@@ -10,9 +10,9 @@ DEFAULT = "workspace"
 
 
 def workdir(override: str | os.PathLike[str] | None = None) -> Path:
-    path = Path(override or os.environ.get(ENV_VAR) or DEFAULT)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The work folder's path; not created here (``--help`` must leave no folder behind):
+    every job creates the folders it writes."""
+    return Path(override or os.environ.get(ENV_VAR) or DEFAULT)
 
 
 def datasets_dir(wd: Path) -> Path:

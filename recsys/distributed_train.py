@@ -164,6 +164,7 @@ class DistributedTrainer(Trainer):
             with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:
                 torch.save(run.optimizer.state_dict(), tmp)
             write_json({**state, "world_size": self.ctx.world_size}, d / "state.json")
+            self.prune(state)
         dist.barrier()
 
     def load_checkpoint(self, run: TrainingRun) -> dict | None:

@@ -26,6 +26,21 @@ from recsys.losses import sampled_softmax_loss
 from recsys.model import TwoTower, TwoTowerConfig, Vocab, user_batch_tensors
 
 
+KEEP_CHECKPOINTS = ("last_and_best", "all")
+
+
+def prune_checkpoints(folder: Path, keep_epochs: set[int]) -> None:
+    """Delete the ``epoch-NNN.*`` files of every epoch not in ``keep_epochs`` (call after
+    state.json names the newest checkpoint, which must be among them)."""
+    for path in folder.glob("epoch-*.*"):
+        try:
+            epoch = int(path.name[len("epoch-"):].split(".", 1)[0])
+        except ValueError:
+            continue
+        if epoch not in keep_epochs:
+            path.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 15
@@ -40,6 +55,11 @@ class TrainConfig:
     max_batches_per_epoch: int | None = None  # for smoke tests and benchmarks
     refit: bool = True  # after early stopping, retrain on train + validation for the chosen epochs
     sparse_lr: float = 0.05  # distributed training: Adagrad step of the fused (sharded) embedding tables
+    keep_checkpoints: str = "last_and_best"  # or "all": every epoch's checkpoint files stay on disk
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints not in KEEP_CHECKPOINTS:
+            raise ValueError(f"keep_checkpoints must be one of {list(KEEP_CHECKPOINTS)}, got {self.keep_checkpoints!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -176,6 +196,12 @@ class Trainer:
         with atomic_path(d / f"epoch-{epoch:03d}.optim.pt") as tmp:
             torch.save(run.optimizer.state_dict(), tmp)
         write_json(state, d / "state.json")  # last: names the newest complete checkpoint
+        self.prune(state)
+
+    def prune(self, state: dict) -> None:
+        """Keep the last checkpoint (for --resume) and the best one, unless keep_checkpoints = "all"."""
+        if self.tcfg.keep_checkpoints == "last_and_best":
+            prune_checkpoints(self.checkpoint_dir, {state["epoch"], state["best_epoch"]})
 
     def load_checkpoint(self, run: TrainingRun) -> dict | None:
         state = self._checkpoint_state()

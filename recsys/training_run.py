@@ -20,7 +20,8 @@ from pathlib import Path
 import polars as pl
 
 from data.io import read_json
-from data.split import load_or_create_split
+from data.dataset import DatasetError
+from data.split import Split, load_or_create_split
 from data.validate import ValidatedDataset
 from recsys import text
 from recsys.bundle import save_bundle
@@ -37,9 +38,31 @@ _TRAINING_CODE = ("features", "model", "losses", "train", "distributed_train", "
 TrainerFactory = Callable[[FeatureSet, Path, Callable | None], Trainer]
 
 
+DEPLOY_HINT = "training on everything up to the end of the data needs a deploy mode (planned as `stylerec train --deploy`)"
+
+
+def check_folds(split: Split, where: str) -> None:
+    """Refuse a split with an empty validation or test fold: there would be nothing to pick
+    the epoch on or to evaluate, and NaN metrics must never move the champion."""
+    empty = [name for fold, name in (("val", "validation"), ("test", "test")) if not split.counts.get(fold)]
+    if empty:
+        how = f"test from {split.test_start:%Y-%m-%d %H:%M}, validation from {split.val_start:%Y-%m-%d %H:%M}" if split.test_start else f"{split.config.strategy}"
+        raise DatasetError(
+            f"{where}: the split has an empty {' and an empty '.join(empty)} fold ({how}; counts {split.counts}); "
+            f"re-split with an earlier cutoff (`stylerec data split --cutoff`) or more --val-days; {DEPLOY_HINT}"
+        )
+
+
+def split_identity(split: Split) -> str:
+    """sha256 of a split's parameters, boundaries and interactions table."""
+    return hashlib.sha256(json.dumps(split.to_json(), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def features_for(ds: ValidatedDataset, config: RunConfig) -> FeatureSet:
-    """Build the feature set; fails before training when style vectors are needed but absent or broken."""
+    """Build the feature set; fails before training when a validation or test fold is empty,
+    or when style vectors are needed but absent or broken."""
     split = load_or_create_split(ds)
+    check_folds(split, str(ds.dir.root))
     uses_style = bool({"style", "user_style"} & (set(config.model.item_features) | set(config.model.user_features)))
     return build_features(ds, split, config.features, require_style=uses_style)
 
@@ -82,7 +105,9 @@ def config_sha256(config: RunConfig, encoders: dict | None = None) -> str:
     """Key of a training run: the config, the training code's fingerprint and the encoders'
     identity (default: the installed ones), so neither a model registered by other code or
     on other vectors nor its checkpoints are taken for this run's."""
-    payload = {"config": config.to_json(), "code": training_code_sha256(), "encoders": encoders if encoders is not None else encoder_identity()}
+    as_json = config.to_json()
+    as_json["train"].pop("keep_checkpoints", None)  # what stays on disk changes nothing trained
+    payload = {"config": as_json, "code": training_code_sha256(), "encoders": encoders if encoders is not None else encoder_identity()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -91,11 +116,15 @@ def run_key(ds: ValidatedDataset, config: RunConfig) -> str:
     return config_sha256(config, encoder_identity(ds.dir.root))
 
 
-def checkpoint_dir(workdir: Path, ds: ValidatedDataset, config: RunConfig) -> Path:
-    """Checkpoints of one dataset + config. The epoch budget and patience are left out of
-    the key, so ``--resume --epochs N`` continues a run with a larger budget."""
+def checkpoint_dir(workdir: Path, ds: ValidatedDataset, config: RunConfig, split: Split | None = None) -> Path:
+    """Checkpoints of one dataset + split + config: the folder is named by the verified
+    manifest's fingerprint (the tables' content), the split's identity (default: the saved
+    split) and the run key, so ``--resume`` never continues another dataset's or another
+    split's run. The epoch budget and patience are left out of the key, so
+    ``--resume --epochs N`` continues a run with a larger budget."""
     budgetless = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=0, patience=0))
-    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{run_key(ds, budgetless)[:12]}"
+    split = split if split is not None else load_or_create_split(ds)
+    return workdir / "runs" / ds.manifest.name / f"{ds.manifest.fingerprint[:12]}-{split_identity(split)[:8]}-{run_key(ds, budgetless)[:12]}"
 
 
 def single_process_trainer(config: RunConfig, progress: bool = True) -> TrainerFactory:

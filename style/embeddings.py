@@ -232,6 +232,11 @@ def load_style_space(root: str | Path) -> StyleSpace:
     if not path.is_file() or not meta_path.is_file():
         raise DatasetError(f"{path}: no style embeddings; run `stylerec style embed {root}` first")
     table = pl.read_parquet(path)
+    if table.height == 0:
+        raise DatasetError(
+            f"{path}: the style table is empty (no item image could be embedded: see {root / STYLE_DIR} and "
+            f"`stylerec style embed`); add images, or train without style features (e.g. --config recsys/configs/two_tower_id_only.toml)"
+        )
     vectors = table["style"].to_numpy().astype(np.float32)
     if not np.isfinite(vectors).all():
         bad = table.filter(~pl.col("style").arr.to_list().list.eval(pl.element().is_finite()).list.all())["item_id"].head(5).to_list()

@@ -1,8 +1,10 @@
 """From assignment and event tables to an A/B analysis (no I/O: DataFrames in, dicts out).
 
 Input problems never crash the analysis and never silently change a number: duplicate
-assignments with conflicting variants are quarantined, events of users never assigned
-and events before a user's first exposure are excluded, and every count is reported.
+assignments with conflicting variants, assignment rows without a user, a variant or a
+readable first exposure, and purchase events with a NaN, infinite or negative revenue or
+an unreadable time are quarantined with a reason; events of users never assigned and
+events before a user's first exposure are excluded; every count is reported.
 Structural problems (a missing column, a single variant, an unknown variant, an empty
 arm) raise :class:`ABInputError` with a clear message.
 """
@@ -53,8 +55,13 @@ class InputCounts:
     assignment_rows: int = 0
     users_assigned: int = 0
     conflicting_users_quarantined: int = 0
+    assignment_rows_missing_user_id: int = 0
+    assignment_rows_missing_variant: int = 0
+    assignment_rows_bad_first_exposure: int = 0
     duplicate_rows_merged: int = 0
     event_rows: int = 0
+    events_bad_timestamp: int = 0
+    events_invalid_revenue: int = 0
     events_unassigned_users: int = 0
     events_before_exposure: int = 0
     events_after_attribution_window: int = 0
@@ -68,15 +75,51 @@ def _require(df: pl.DataFrame, name: str, columns: tuple[str, ...]) -> None:
         raise ABInputError(f"{name}: missing column(s) {missing} (has {df.columns})")
 
 
+def _as_utc_time(df: pl.DataFrame, column: str, table: str) -> tuple[pl.DataFrame, pl.Series]:
+    """``column`` as a UTC datetime (strings parsed; unparseable ones become null), and a
+    mask of the rows whose value was given but could not be read."""
+    dtype = df.schema[column]
+    given = pl.col(column).is_not_null()
+    if dtype == pl.String:
+        parsed = df.with_columns(pl.col(column).str.to_datetime(time_zone="UTC", strict=False))
+        bad = df.select(given).to_series() & parsed[column].is_null()
+        return parsed, bad
+    if dtype == pl.Null:
+        return df.with_columns(pl.col(column).cast(pl.Datetime("us", "UTC"))), pl.Series([False] * df.height)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            df = df.with_columns(pl.col(column).dt.replace_time_zone("UTC"))
+        return df, pl.Series([False] * df.height)
+    if dtype == pl.Date:
+        return df.with_columns(pl.col(column).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")), pl.Series([False] * df.height)
+    raise ABInputError(f"{table}: column {column!r} must hold timestamps, found {dtype}")
+
+
+def _with_reason(df: pl.DataFrame, reason: str) -> pl.DataFrame:
+    return df.with_columns(pl.lit(reason).alias("reason"))
+
+
 def clean_assignments(assignments: pl.DataFrame, cfg: ABConfig) -> tuple[pl.DataFrame, pl.DataFrame, InputCounts]:
-    """One row per user; users assigned to two different variants are quarantined."""
+    """One row per user. Rows without a user id, a variant or a readable first exposure and
+    users assigned to two different variants are quarantined, each with a reason."""
     _require(assignments, "assignments", ("user_id", "variant", "first_exposure"))
     counts = InputCounts(assignment_rows=assignments.height)
     df = assignments.with_columns(pl.col("user_id").cast(pl.String), pl.col("variant").cast(pl.String))
-    if df.schema["first_exposure"] == pl.String:
-        df = df.with_columns(pl.col("first_exposure").str.to_datetime(time_zone="UTC"))
+    df, bad_time = _as_utc_time(df, "first_exposure", "assignments")
+    reason = (
+        pl.when(pl.col("user_id").is_null()).then(pl.lit("missing_user_id"))
+        .when(pl.col("variant").is_null()).then(pl.lit("missing_variant"))
+        .when(pl.lit(bad_time)).then(pl.lit("unparseable_first_exposure"))
+        .when(pl.col("first_exposure").is_null()).then(pl.lit("missing_first_exposure"))
+    )
+    df = df.with_columns(reason.alias("reason"))
+    invalid = df.filter(pl.col("reason").is_not_null())
+    df = df.filter(pl.col("reason").is_null()).drop("reason")
+    counts.assignment_rows_missing_user_id = int((invalid["reason"] == "missing_user_id").sum())
+    counts.assignment_rows_missing_variant = int((invalid["reason"] == "missing_variant").sum())
+    counts.assignment_rows_bad_first_exposure = invalid.height - counts.assignment_rows_missing_user_id - counts.assignment_rows_missing_variant
     conflicting = df.group_by("user_id").agg(pl.col("variant").n_unique().alias("n")).filter(pl.col("n") > 1)["user_id"]
-    quarantine = df.filter(pl.col("user_id").is_in(conflicting.implode())).with_columns(pl.lit("conflicting_variants").alias("reason"))
+    quarantine = pl.concat([invalid, _with_reason(df.filter(pl.col("user_id").is_in(conflicting.implode())), "conflicting_variants")], how="diagonal_relaxed")
     kept = df.filter(~pl.col("user_id").is_in(conflicting.implode()))
     merged = kept.sort("first_exposure").group_by("user_id", maintain_order=True).first()
     counts.conflicting_users_quarantined = conflicting.len()
@@ -99,17 +142,39 @@ def clean_assignments(assignments: pl.DataFrame, cfg: ABConfig) -> tuple[pl.Data
     return merged, quarantine, counts
 
 
-def per_user_metrics(assignments: pl.DataFrame, events: pl.DataFrame, cfg: ABConfig, counts: InputCounts) -> pl.DataFrame:
-    """conversion / revenue / orders of each assigned user within the attribution window."""
+def clean_events(events: pl.DataFrame, cfg: ABConfig, counts: InputCounts) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(usable events, quarantined events with a reason): events without a readable time,
+    and purchases whose revenue is NaN, infinite, negative or not a number are set aside
+    (a missing revenue counts as 0)."""
     _require(events, "events", ("user_id", "ts", "event"))
-    ev = events.with_columns(pl.col("user_id").cast(pl.String))
-    if ev.schema["ts"] == pl.String:
-        ev = ev.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC"))
+    counts.event_rows = events.height
+    ev = events.with_columns(pl.col("user_id").cast(pl.String), pl.col("event").cast(pl.String))
+    ev, bad_time = _as_utc_time(ev, "ts", "events")
     if "revenue" not in ev.columns:
         ev = ev.with_columns(pl.lit(0.0).alias("revenue"))
-    counts.event_rows = ev.height
+    given = ev["revenue"].is_not_null()
+    ev = ev.with_columns(pl.col("revenue").cast(pl.Float64, strict=False))
+    revenue = ev["revenue"]
+    bad_revenue = (ev["event"] == cfg.conversion_event).fill_null(False) & (
+        (given & revenue.is_null()) | revenue.is_nan().fill_null(False) | revenue.is_infinite().fill_null(False) | (revenue < 0).fill_null(False)
+    )
+    bad_ts = bad_time | ev["ts"].is_null()
+    reason = pl.when(pl.lit(bad_ts)).then(pl.lit("missing_or_unparseable_ts")).when(pl.lit(bad_revenue)).then(pl.lit("invalid_revenue"))
+    ev = ev.with_columns(reason.alias("reason"))
+    quarantine = ev.filter(pl.col("reason").is_not_null())
+    counts.events_bad_timestamp = int((quarantine["reason"] == "missing_or_unparseable_ts").sum())
+    counts.events_invalid_revenue = quarantine.height - counts.events_bad_timestamp
+    return ev.filter(pl.col("reason").is_null()).drop("reason"), quarantine
+
+
+def per_user_metrics(assignments: pl.DataFrame, events: pl.DataFrame, cfg: ABConfig, counts: InputCounts, quarantine: list | None = None) -> pl.DataFrame:
+    """conversion / revenue / orders of each assigned user within the attribution window;
+    the events :func:`clean_events` sets aside are appended to ``quarantine`` if given."""
+    ev, bad = clean_events(events, cfg, counts)
+    if quarantine is not None:
+        quarantine.append(bad)
     joined = ev.join(assignments.select("user_id", "first_exposure"), on="user_id", how="left")
-    counts.events_unassigned_users = joined["first_exposure"].null_count()
+    counts.events_unassigned_users = joined["first_exposure"].null_count()  # null user ids included
     joined = joined.filter(pl.col("first_exposure").is_not_null())
     before = pl.col("ts") < pl.col("first_exposure")
     after = pl.col("ts") > pl.col("first_exposure") + dt.timedelta(days=cfg.attribution_days)
@@ -262,4 +327,4 @@ def verdict(primary: dict, srm: st.SRM, alpha: float, metric: str) -> str:
     return " ".join(parts)
 
 
-__all__ = ["ABConfig", "ABInputError", "InputCounts", "analyse", "clean_assignments", "from_aggregated", "per_user_metrics"]
+__all__ = ["ABConfig", "ABInputError", "InputCounts", "analyse", "clean_assignments", "clean_events", "from_aggregated", "per_user_metrics"]

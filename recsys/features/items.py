@@ -86,7 +86,7 @@ def item_style(ds: ValidatedDataset, item_row: dict[str, int], require_style: bo
     has_style = np.zeros(len(item_row), bool)
     if space is not None:
         rows = np.array([item_row[i] for i in space.ids.tolist() if i in item_row], np.int64)
-        keep = np.array([i in item_row for i in space.ids.tolist()])
+        keep = np.array([i in item_row for i in space.ids.tolist()], bool)
         centred = space
         if encoders is not None and encoders.style_mean is not None:
             centred = StyleSpace(space.ids, space.vectors, np.asarray(encoders.style_mean, np.float32))
