@@ -180,3 +180,99 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     # an ablation leaves features out
     no_style = fit_ranker(gen, ctx, cutoff, exclude=("style_cos", "style_max_sim"))
     assert "style_cos" not in no_style.features
+
+
+# -- the job ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+FAST_RANK_TOML = """[rank]
+windows = 3
+window_days = 7.0
+n_estimators = 20
+early_stopping_rounds = 5
+negatives_per_user = 10
+als_factors = 8
+als_iterations = 3
+[rank.sources]
+two_tower = 30
+als = 30
+item_cf = 30
+style_knn = 20
+new_arrivals = 10
+"""
+
+
+def test_rank_train_without_a_two_tower_says_train_first(tiny_embedded, tmp_path, mlflow_store):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["--workdir", str(tmp_path / "wd"), "rank", "train", str(tiny_embedded)])
+    assert result.exit_code != 0 and "run `stylerec train` on this dataset first" in result.output, result.output
+
+
+def test_rank_train_refuses_a_bad_config(tiny_embedded, tmp_path, mlflow_store):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    config = tmp_path / "rank.toml"
+    config.write_text("[rank.sources]\nals = 10\nbert = 5\n")
+    result = CliRunner().invoke(cli, ["rank", "train", str(tiny_embedded), "--config", str(config)])
+    assert result.exit_code != 0 and "unknown source(s) ['bert']" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store):
+    import shutil
+
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import cli
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_embedded, root)
+    train_toml = tmp_path / "fast.toml"
+    train_toml.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
+    rank_toml = tmp_path / "rank.toml"
+    rank_toml.write_text(FAST_RANK_TOML)
+    runner = CliRunner()
+    wd = ["--workdir", str(tmp_path / "wd")]
+    result = runner.invoke(cli, [*wd, "train", str(root), "--config", str(train_toml)])
+    assert result.exit_code == 0, result.output
+
+    result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for name in ("two_tower", "als", "item_cf", "style_knn", "new_arrivals", "multi-source + ranker", "two-tower", "cold recall@50"):
+        assert name in out, out
+    assert "registered stylerec-ranker version 1; champion: moved to it" in out
+
+    client = MlflowClient(mlflow_store)
+    champion = client.get_model_version_by_alias("stylerec-ranker", "champion")
+    run = client.get_run(champion.tags["run_id"])
+    assert "two_tower_dot" in run.data.params["features"] and run.data.params["rank.windows"] == "3"
+    assert len(client.get_metric_history(run.info.run_id, "val_ndcg_10")) >= 1
+    assert "multi-source_plus_ranker.all.ndcg_at_10" in run.data.metrics
+    assert {"plots", "ranker.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}  # the model: a logged model (MLflow 3), loaded below
+
+    # a second run that is not better on validation is registered but does not take the alias
+    client.set_model_version_tag("stylerec-ranker", "1", "val_ndcg_10", "0.999")
+    result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml)])
+    assert result.exit_code == 0, result.output
+    assert "version 2; champion: unchanged" in result.output
+    assert str(client.get_model_version_by_alias("stylerec-ranker", "champion").version) == "1"
+
+    import mlflow.lightgbm
+
+    booster = mlflow.lightgbm.load_model("models:/stylerec-ranker@champion")
+    assert booster.num_feature() == len(run.data.params["features"].split(","))
