@@ -11,7 +11,7 @@ from pipelines.common import load_ds
 from recsys.evaluate import load_ground_truth
 from recsys.rank.config import RankConfigError, load_rank_config
 from recsys.rank.ranker import RankerError
-from recsys.rank.run import format_recall, format_test, importance_figure, run_ranking
+from recsys.rank.run import ABLATIONS, format_recall, format_test, importance_figure, run_ranking
 
 EXPERIMENT = "stylerec/ranking"
 RANKER_NAME = "stylerec-ranker"
@@ -76,9 +76,10 @@ def rank_group() -> None:
 @click.argument("dataset")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML with a [rank] section (recsys/rank/config.py)")
 @click.option("--model-uri", default=tracking.CHAMPION_URI, show_default=True, help="the two-tower model used as a source and a feature")
+@click.option("--ablations", is_flag=True, help=f"also train and score: {', '.join(ABLATIONS)}")
 @click.option("--register/--no-register", default=True, show_default=True, help=f"register the ranker as {RANKER_NAME}")
 @click.pass_context
-def rank_train(ctx, dataset, config_path, model_uri, register):
+def rank_train(ctx, dataset, config_path, model_uri, ablations, register):
     """Train the ranker on DATASET over the candidates of every source, score it on the test
     fold beside ALS and the two-tower, log it to MLflow and register it."""
     import mlflow
@@ -92,7 +93,7 @@ def rank_train(ctx, dataset, config_path, model_uri, register):
         lm = _two_tower(ds, model_uri)
         uri = tracking.setup(EXPERIMENT)
         with mlflow.start_run(run_name=f"rank-{ds.manifest.name}") as run:
-            result = run_ranking(ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), echo=click.echo)
+            result = run_ranking(ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=click.echo)
             model_uri_logged = _log(result, ds, config, lm)
             version, promoted = None, False
             if register:

@@ -265,14 +265,34 @@ def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store):
     assert "multi-source_plus_ranker.all.ndcg_at_10" in run.data.metrics
     assert {"plots", "ranker.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}  # the model: a logged model (MLflow 3), loaded below
 
-    # a second run that is not better on validation is registered but does not take the alias
+    # a second run (with the ablations) that is not better on validation is registered but does not take the alias
     client.set_model_version_tag("stylerec-ranker", "1", "val_ndcg_10", "0.999")
-    result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml)])
+    result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml), "--ablations"])
     assert result.exit_code == 0, result.output
     assert "version 2; champion: unchanged" in result.output
+    for name in ("two-tower + ranker", "ranker without style features", "ranker without the two-tower"):
+        assert f"\n{name} " in result.output, result.output
     assert str(client.get_model_version_by_alias("stylerec-ranker", "champion").version) == "1"
 
     import mlflow.lightgbm
 
     booster = mlflow.lightgbm.load_model("models:/stylerec-ranker@champion")
     assert booster.num_feature() == len(run.data.params["features"].split(","))
+
+
+def test_run_ranking_with_an_ablation(tiny_embedded, tiny_features):
+    from data.validate import load_dataset
+    from recsys.rank.run import ablation, format_recall, format_test, run_ranking
+
+    with pytest.raises(ValueError, match="needs the two-tower"):
+        ablation("two-tower + ranker", FAST, None)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablation("no-ids", FAST, None)
+    cfg, tt, exclude = ablation("ranker without the two-tower", RankConfig(), object())
+    assert "two_tower" not in cfg.sources and tt is None and exclude == ()
+    result = run_ranking(load_dataset(tiny_embedded), tiny_features, FAST, compare=False, ablations=("ranker without style features",))
+    assert list(result.test) == ["multi-source + ranker", "ranker without style features"]
+    assert set(result.recall) == {"purchases", "truth"} and 0 < result.recall["truth"]["all"] <= 1
+    assert result.recall["truth"]["all"] >= max(v for k, v in result.recall["truth"].items() if k != "all")
+    assert "style_cos" in result.fit.features
+    assert "cold recall@50" in format_test(result.test) and "item_cf" in format_recall(result.recall)

@@ -4,7 +4,7 @@ recall there, and score the ranked lists next to ALS and the two-tower on the te
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -15,7 +15,7 @@ from recsys.evaluate import EvalConfig, GroundTruthStyle, Recommender, evaluate
 from recsys.features import FeatureSet
 from recsys.features.items import item_prices
 from recsys.rank.config import RankConfig
-from recsys.rank.features import FeatureContext
+from recsys.rank.features import STYLE_FEATURES, FeatureContext
 from recsys.rank.ranker import RankedRecommender, RankerFit, fit_ranker
 from recsys.rank.sources import CandidateGenerator, retrieval_recall, truth_pairs
 
@@ -47,6 +47,31 @@ def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, d
     return {name: retrieval_recall(union, truth, gen.config.source_names) for name, truth in truths.items()}
 
 
+# variants of the ranker trained beside it (``run_ranking(..., ablations=...)``)
+ABLATIONS = ("two-tower + ranker", "ranker without style features", "ranker without the two-tower")
+
+
+def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tuple[RankConfig, Recommender | None, tuple[str, ...]]:
+    """(config, two-tower, excluded features) of an ablation: the two-tower source alone;
+    every style feature left out; the two-tower neither a source nor a feature."""
+    if name == "two-tower + ranker":
+        if two_tower is None:
+            raise ValueError("the 'two-tower + ranker' ablation needs the two-tower")
+        return replace(config, sources={"two_tower": config.sources.get("two_tower", 100)}), two_tower, ()
+    if name == "ranker without style features":
+        return config, two_tower, STYLE_FEATURES
+    if name == "ranker without the two-tower":
+        rest = {k: v for k, v in config.sources.items() if k != "two_tower"}
+        return replace(config, sources=rest or {"als": 100}), None, ()
+    raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
+
+
+def _ranked(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str) -> RankedRecommender:
+    gen = CandidateGenerator(fs, config, two_tower)
+    ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
+    return RankedRecommender(gen, ctx, fit_ranker(gen, ctx, fs.time_of("test"), exclude), name)
+
+
 def run_ranking(
     ds: ValidatedDataset,
     fs: FeatureSet,
@@ -54,24 +79,26 @@ def run_ranking(
     two_tower: Recommender | None = None,
     truth_style: GroundTruthStyle | None = None,
     compare: bool = True,
+    ablations: tuple[str, ...] = (),
     echo: Callable[[str], None] = lambda _: None,
 ) -> RankingResult:
     """Fit the ranker on windows before the test cutoff and evaluate it (with ALS and the
-    two-tower beside it when ``compare``). ``two_tower`` is needed when a source or feature
+    two-tower beside it when ``compare``, and the ``ablations``). ``two_tower`` is needed when a source or feature
     uses it (``recsys.train.TwoTowerRecommender``)."""
-    cutoff = fs.time_of("test")
-    gen = CandidateGenerator(fs, config, two_tower)
-    ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
     echo(f"training the ranker on {config.windows} windows of {config.window_days:g} days before the test cutoff")
-    fit = fit_ranker(gen, ctx, cutoff)
+    recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker")
+    fit = recommender.fit
     echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best round {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}")
-    recommender = RankedRecommender(gen, ctx, fit)
-    recall = cutoff_retrieval_recall(gen, cutoff)
+    recall = cutoff_retrieval_recall(recommender.gen, fs.time_of("test"))
     test = {recommender.name: evaluate(recommender, fs, EVAL, truth_style)}
     if compare:
         test["als"] = evaluate(ImplicitMF("als", seed=config.seed).fit(fs, cutoff), fs, EVAL, truth_style)
         if two_tower is not None:
             test["two-tower"] = evaluate(two_tower, fs, EVAL, truth_style)
+    for name in ablations:
+        variant = _ranked(ds, fs, *ablation(name, config, two_tower), name)
+        echo(f"  {name}: best round {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}")
+        test[name] = evaluate(variant, fs, EVAL, truth_style)
     return RankingResult(fit, recommender, recall, test)
 
 
