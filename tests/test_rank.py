@@ -290,8 +290,8 @@ def test_run_ranking_with_an_ablation(tiny_embedded, tiny_features):
         ablation("no-ids", FAST, None)
     cfg, tt, exclude = ablation("ranker without the two-tower", RankConfig(), object())
     assert "two_tower" not in cfg.sources and tt is None and exclude == ()
-    result = run_ranking(load_dataset(tiny_embedded), tiny_features, FAST, compare=False, ablations=("ranker without style features",))
-    assert list(result.test) == ["multi-source + ranker", "ranker without style features"]
+    result = run_ranking(load_dataset(tiny_embedded), tiny_features, FAST, ablations=("ranker without style features",))
+    assert list(result.test) == ["multi-source + ranker", "als", "ranker without style features"]
     assert set(result.recall) == {"purchases", "truth"} and 0 < result.recall["truth"]["all"] <= 1
     assert result.recall["truth"]["all"] >= max(v for k, v in result.recall["truth"].items() if k != "all")
     assert "style_cos" in result.fit.features

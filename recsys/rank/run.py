@@ -85,11 +85,12 @@ def run_ranking(
     """Fit the ranker on windows before the test cutoff and evaluate it (with ALS and the
     two-tower beside it when ``compare``, and the ``ablations``). ``two_tower`` is needed when a source or feature
     uses it (``recsys.train.TwoTowerRecommender``)."""
+    cutoff = fs.time_of("test")
     echo(f"training the ranker on {config.windows} windows of {config.window_days:g} days before the test cutoff")
     recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker")
     fit = recommender.fit
     echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best round {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}")
-    recall = cutoff_retrieval_recall(recommender.gen, fs.time_of("test"))
+    recall = cutoff_retrieval_recall(recommender.gen, cutoff)
     test = {recommender.name: evaluate(recommender, fs, EVAL, truth_style)}
     if compare:
         test["als"] = evaluate(ImplicitMF("als", seed=config.seed).fit(fs, cutoff), fs, EVAL, truth_style)
