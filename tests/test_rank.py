@@ -210,6 +210,15 @@ new_arrivals = 10
 """
 
 
+def test_rank_is_a_job_of_the_cli():
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    out = CliRunner().invoke(cli, ["rank", "train", "--help"]).output
+    assert "--ablations" in out and "models:/stylerec@champion" in out
+
+
 def test_rank_train_without_a_two_tower_says_train_first(tiny_embedded, tmp_path, mlflow_store):
     from click.testing import CliRunner
 
