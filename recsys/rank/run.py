@@ -111,9 +111,10 @@ def format_recall(recall: dict[str, dict[str, float]]) -> str:
 
 
 def format_test(test: dict[str, dict]) -> str:
-    lines = [f"{'model':<24}" + "".join(f"{(m if sl == 'all' else 'cold ' + m):>18}" for sl, m in REPORTED)]
+    width = max(24, *(len(m) + 2 for m in test))
+    lines = [f"{'model':<{width}}" + "".join(f"{(m if sl == 'all' else 'cold ' + m):>18}" for sl, m in REPORTED)]
     for model, res in test.items():
-        lines.append(f"{model:<24}" + "".join(f"{res.get(sl, {}).get(m, float('nan')):>18.4f}" for sl, m in REPORTED))
+        lines.append(f"{model:<{width}}" + "".join(f"{res.get(sl, {}).get(m, float('nan')):>18.4f}" for sl, m in REPORTED))
     return "\n".join(lines)
 
 
