@@ -14,6 +14,7 @@ import polars as pl
 
 from recsys.evaluate import Recommender
 from recsys.features import DAY, EVENT_CODES, FeatureSet
+from recsys.features.events import KEY
 from recsys.rank.sources import category_share, recent_events
 
 # the features built from style vectors (an ablation leaves them out)
@@ -134,7 +135,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     cols["item_view_to_purchase"] = ((buys[i] + ctx.smoothing * prior) / (views[i] + ctx.smoothing)).astype(np.float32)
 
     # user activity and recency
-    end = np.searchsorted(fs.ev_key, uniq * np.int64(1 << 34) + time, side="left")
+    end = np.searchsorted(fs.ev_key, uniq * KEY + time, side="left")
     start = fs.ev_start[uniq]
     n_events = end - start
     cols["user_events"] = n_events[uidx].astype(np.float32)

@@ -18,7 +18,7 @@ import polars as pl
 
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.rank.config import RankConfig
-from recsys.rank.features import STYLE_FEATURES, FeatureContext, feature_names, pair_features
+from recsys.rank.features import FeatureContext, feature_names, pair_features
 from recsys.rank.sources import CandidateGenerator
 
 LABEL_EVENTS = ("click", "cart", "purchase")
@@ -164,9 +164,4 @@ class RankedRecommender:
         rows = order[np.searchsorted(users[order], frame["u"].to_numpy())]
         out[rows, frame["i"].to_numpy()] = pred
         return out
-
-
-def without_style(names: list[str]) -> tuple[str, ...]:
-    """The style features among ``names`` (for an ablation's ``exclude``)."""
-    return tuple(n for n in names if n in STYLE_FEATURES)
 
