@@ -13,6 +13,7 @@ from pipelines.candidates_job import candidates_cmd, index_group  # noqa: E402
 from pipelines.data_jobs import data_group  # noqa: E402
 from pipelines.demo import demo  # noqa: E402
 from pipelines.evaluate_job import evaluate_cmd  # noqa: E402
+from pipelines.rank_job import rank_group  # noqa: E402
 from pipelines.style_jobs import style_group  # noqa: E402
 from pipelines.train_job import train_cmd  # noqa: E402
 from pipelines.workspace import ENV_VAR  # noqa: E402
@@ -69,6 +70,7 @@ cli.add_command(evaluate_cmd)
 cli.add_command(index_group)
 cli.add_command(candidates_cmd)
 cli.add_command(ab_group)
+cli.add_command(rank_group)
 cli.add_command(demo)
 
 

@@ -1,0 +1,82 @@
+"""The ranking stage's configuration: the ``[rank]`` section of a TOML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recsys.tomlconf import build_dataclass, read_toml
+
+# every candidate source, in the order their columns appear
+SOURCE_NAMES = ("two_tower", "als", "item_cf", "style_knn", "text_knn", "popular", "popular_in_category", "new_arrivals")
+
+
+class RankConfigError(ValueError):
+    pass
+
+
+def _default_sources() -> dict[str, int]:
+    return {"two_tower": 100, "als": 100, "item_cf": 100, "style_knn": 50, "text_knn": 50, "popular": 50, "popular_in_category": 50, "new_arrivals": 30}
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    # candidate source -> items per user it returns (top-N); a source left out is not used
+    sources: dict[str, int] = field(default_factory=_default_sources)
+    exclude_seen: bool = True  # drop items the user interacted with before the query (as the evaluation masks them)
+    popular_days: float = 7.0  # window of the recent-popularity sources
+    new_arrival_days: float = 14.0  # an item is a new arrival this long after its creation
+    item_cf_recent: int = 20  # the user's last events item-CF starts from
+    max_sim_history: int = 20  # history items the max-style-similarity feature looks at
+    # training windows before the test cutoff: features at each window's start, labels = its events
+    windows: int = 3
+    window_days: float = 7.0
+    negatives_per_user: int = 50
+    # LightGBM
+    n_estimators: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 20
+    early_stopping_rounds: int = 30
+    num_threads: int = 1
+    seed: int = 0
+    als_factors: int = 64
+    als_iterations: int = 15
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sources) - set(SOURCE_NAMES))
+        if unknown:
+            raise RankConfigError(f"[rank] sources: unknown source(s) {unknown}; known: {list(SOURCE_NAMES)}")
+        if not self.sources:
+            raise RankConfigError("[rank] sources: at least one source is needed")
+        bad = {k: v for k, v in self.sources.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        if bad:
+            raise RankConfigError(f"[rank] sources: N must be an integer >= 1, got {bad}")
+        if self.windows < 2:
+            raise RankConfigError(f"[rank] windows must be >= 2 (the last one validates), got {self.windows}")
+        if not self.window_days > 0 or self.negatives_per_user < 1 or self.num_threads < 1:
+            raise RankConfigError("[rank] window_days must be > 0, negatives_per_user and num_threads >= 1")
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return tuple(s for s in SOURCE_NAMES if s in self.sources)
+
+    def flat_params(self) -> dict[str, str]:
+        from dataclasses import asdict
+
+        return {f"rank.{k}": str(v) for k, v in asdict(self).items()}
+
+
+def load_rank_config(path: str | Path | None, overrides: dict | None = None) -> RankConfig:
+    """The ``[rank]`` section of ``path`` (defaults without a file); any other section is an error."""
+    data: dict = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        raw = read_toml(path, RankConfigError)
+        unknown = sorted(set(raw) - {"rank"})
+        if unknown:
+            raise RankConfigError(f"{path}: unknown section(s) {unknown}; a ranking config has only [rank]")
+        data = dict(raw.get("rank", {}))
+    data.update(overrides or {})
+    return build_dataclass(RankConfig, data, f"{where} [rank]", RankConfigError)

@@ -1,0 +1,153 @@
+"""Pair features of (user, candidate item) as of a query time: only events before the time
+count, so an event at or after it changes no feature.
+
+Vectorised over the candidate pairs (numpy / polars joins; history similarities by
+repeating each pair over its user's history items, in chunks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recsys.evaluate import Recommender
+from recsys.features import DAY, EVENT_CODES, FeatureSet
+from recsys.features.events import KEY
+from recsys.rank.sources import category_share, recent_events
+
+# the features built from style vectors (an ablation leaves them out)
+STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "new_arrivals_score", "new_arrivals_rank")
+CHUNK = 200_000
+
+
+@dataclass
+class FeatureContext:
+    """What the pair features need beyond the feature set."""
+
+    prices: np.ndarray  # (n_items,) catalogue price, NaN where unknown
+    two_tower: Recommender | None = None  # with user_matrix / item_matrix (recsys.train.TwoTowerRecommender)
+    als: object | None = None  # a fitted recsys.baselines.ImplicitMF (fitted before the query time)
+    max_sim_history: int = 20
+    smoothing: float = 20.0  # pseudo-views of the smoothed view->purchase rate
+
+
+def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
+    """``(a[ai] * b[bi]).sum(1)`` in chunks."""
+    out = np.empty(len(ai), np.float32)
+    for s in range(0, len(ai), CHUNK):
+        out[s : s + CHUNK] = np.einsum("ij,ij->i", a[ai[s : s + CHUNK]], b[bi[s : s + CHUNK]])
+    return out
+
+
+def _max_history_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, items: np.ndarray, time: int, last: int) -> np.ndarray:
+    """Each pair's largest style similarity to the user's last ``last`` history items (with style)."""
+    row, pos = recent_events(fs, uniq, time, last)
+    hist = fs.ev_item[pos]
+    keep = fs.items.has_style[hist]
+    row, hist = row[keep], hist[keep]
+    hcount = np.bincount(row, minlength=len(uniq))
+    hstart = np.cumsum(hcount) - hcount
+    out = np.full(len(items), np.nan, np.float32)
+    style = fs.items.style
+    step = max(1, CHUNK // max(last, 1))
+    for s in range(0, len(items), step):
+        pu, pi = uidx[s : s + step], items[s : s + step]
+        counts = hcount[pu]
+        if not counts.sum():
+            continue
+        pair = np.repeat(np.arange(len(pu)), counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        sims = row_dot(style, pi[pair], style, hist[hstart[pu][pair] + within])
+        has = counts > 0
+        starts = (np.cumsum(counts) - counts)[has]
+        block = out[s : s + step]
+        block[has] = np.maximum.reduceat(sims, starts)
+    out[~fs.items.has_style[items]] = np.nan
+    return out
+
+
+def _user_item_counts(fs: FeatureSet, union: pl.DataFrame, time: int) -> pl.DataFrame:
+    """Views and carts of each candidate pair before ``time`` (0 once the user bought it)."""
+    sel = (fs.ev_ts < time) & np.isin(fs.ev_user, union["u"].unique().to_numpy())
+    ev = pl.DataFrame({"u": fs.ev_user[sel], "i": fs.ev_item[sel], "e": fs.ev_event[sel]})
+    counts = ev.group_by(["u", "i"]).agg(
+        (pl.col("e") == EVENT_CODES["view"]).sum().alias("views"),
+        (pl.col("e") == EVENT_CODES["cart"]).sum().alias("carts"),
+        (pl.col("e") == EVENT_CODES["purchase"]).any().alias("bought"),
+    )
+    counts = counts.select(
+        "u", "i",
+        pl.when(pl.col("bought")).then(0).otherwise(pl.col("views")).cast(pl.Float32).alias("ui_views_unbought"),
+        pl.when(pl.col("bought")).then(0).otherwise(pl.col("carts")).cast(pl.Float32).alias("ui_carts_unbought"),
+    )
+    return counts
+
+
+def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureContext) -> pl.DataFrame:
+    """``union`` (columns u, i and the sources' score/rank) with every pair feature added;
+    rows keep their order. Missing values are NaN (a source that did not return the item,
+    a user without history, an item without style)."""
+    time = int(time)
+    u = union["u"].to_numpy().astype(np.int64)
+    i = union["i"].to_numpy().astype(np.int64)
+    uniq, uidx = np.unique(u, return_inverse=True)
+    cols: dict[str, np.ndarray] = {}
+
+    if ctx.two_tower is not None:
+        users_tt = ctx.two_tower.user_matrix(uniq, time).numpy()
+        items_tt = ctx.two_tower.item_matrix().numpy()
+        cols["two_tower_dot"] = row_dot(users_tt, uidx, items_tt, i)
+    if ctx.als is not None:
+        dot = row_dot(np.asarray(ctx.als.model.user_factors), uniq[uidx], np.asarray(ctx.als.model.item_factors), i)
+        cols["als_dot"] = np.where(ctx.als._unknown[i], np.nan, dot)
+
+    items = fs.items
+    for name, vectors, has in (("style_cos", items.style, items.has_style), ("text_sim", items.text, np.ones(items.n, bool))):
+        profile = fs.history_profile(uniq, time, vectors)
+        has_profile = np.abs(profile).sum(1) > 0
+        sim = row_dot(profile, uidx, vectors, i)
+        cols[name] = np.where(has[i] & has_profile[uidx], sim, np.nan)
+    cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
+    cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
+
+    # price relative to what the user usually paid (mean price of their purchases before the time)
+    before = fs.ev_ts < time
+    bought = before & (fs.ev_event == EVENT_CODES["purchase"])
+    paid = ctx.prices[fs.ev_item[bought]]
+    ok = np.isfinite(paid)
+    spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
+    n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
+    usual = np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan)
+    cols["price"] = ctx.prices[i].astype(np.float32)
+    cols["price_vs_usual"] = (ctx.prices[i] / usual[u]).astype(np.float32)
+
+    # item popularity and trend, age, smoothed view->purchase rate
+    pop = {d: fs.popularity(before=time, after=time - d * DAY) for d in (1, 7, 30)}
+    for d, counts in pop.items():
+        cols[f"item_pop_{d}d"] = counts[i].astype(np.float32)
+    cols["item_trend"] = ((pop[7][i] / 7.0 + 1e-3) / (pop[30][i] / 30.0 + 1e-3)).astype(np.float32)
+    cols["item_age_days"] = ((time - items.created_s[i]) / DAY).astype(np.float32)
+    views = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=items.n).astype(np.float64)
+    buys = np.bincount(fs.ev_item[bought], minlength=items.n).astype(np.float64)
+    prior = buys.sum() / max(views.sum(), 1.0)
+    cols["item_view_to_purchase"] = ((buys[i] + ctx.smoothing * prior) / (views[i] + ctx.smoothing)).astype(np.float32)
+
+    # user activity and recency
+    end = np.searchsorted(fs.ev_key, uniq * KEY + time, side="left")
+    start = fs.ev_start[uniq]
+    n_events = end - start
+    cols["user_events"] = n_events[uidx].astype(np.float32)
+    recent = np.bincount(fs.ev_user[before & (fs.ev_ts >= time - 30 * DAY)], minlength=fs.n_users)
+    cols["user_events_30d"] = recent[u].astype(np.float32)
+    last = np.where(n_events > 0, fs.ev_ts[np.maximum(end - 1, 0)], -1)
+    cols["user_days_since_last"] = np.where(n_events > 0, (time - last) / DAY, np.nan)[uidx].astype(np.float32)
+
+    out = union.with_columns(**{k: pl.Series(k, np.asarray(v, np.float32)) for k, v in cols.items()})
+    out = out.join(_user_item_counts(fs, union, time), on=["u", "i"], how="left", maintain_order="left")
+    return out.with_columns(pl.col("ui_views_unbought", "ui_carts_unbought").fill_null(0.0)).with_columns(pl.exclude("u", "i").cast(pl.Float32))
+
+
+def feature_names(frame: pl.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    return [c for c in frame.columns if c not in ("u", "i", "label", *exclude)]

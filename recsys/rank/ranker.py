@@ -1,0 +1,167 @@
+"""The ranker: LightGBM lambdarank over the candidate union, trained on windows before the
+test cutoff.
+
+Window k (of ``windows``, each ``window_days`` long, the last one ending at the cutoff):
+sources fitted and features computed at the window's start, labels = the graded events in
+the window (purchase 3 > cart 2 > click 1 > none 0, the event codes), for the users with
+at least one labelled candidate. Earlier windows train (negatives sampled per user), the
+last validates (every candidate; NDCG@10, early stopping), then the model is refit on all
+windows with the chosen number of trees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from recsys.features import DAY, EVENT_CODES, FeatureSet
+from recsys.rank.config import RankConfig
+from recsys.rank.features import FeatureContext, feature_names, pair_features
+from recsys.rank.sources import CandidateGenerator
+
+LABEL_EVENTS = ("click", "cart", "purchase")
+
+
+class RankerError(ValueError):
+    """Training data the ranker cannot learn from (no labelled users, an all-NaN feature)."""
+
+
+def window_labels(fs: FeatureSet, union: pl.DataFrame, start: int, end: int) -> np.ndarray:
+    """Graded label of each union row: its strongest event in [start, end) (purchase 3,
+    cart 2, click 1; none or only views 0)."""
+    sel = (fs.ev_ts >= start) & (fs.ev_ts < end) & np.isin(fs.ev_event, [EVENT_CODES[e] for e in LABEL_EVENTS])
+    ev = pl.DataFrame({"u": fs.ev_user[sel], "i": fs.ev_item[sel], "label": fs.ev_event[sel].astype(np.int32)})
+    best = ev.group_by(["u", "i"]).agg(pl.col("label").max())
+    joined = union.select("u", "i").join(best, on=["u", "i"], how="left", maintain_order="left")
+    return joined["label"].fill_null(0).to_numpy().astype(np.int32)
+
+
+def window_starts(cutoff: int, config: RankConfig) -> list[int]:
+    width = int(config.window_days * DAY)
+    return [cutoff - (config.windows - k) * width for k in range(config.windows)]
+
+
+def window_frame(gen: CandidateGenerator, ctx: FeatureContext, start: int, end: int, negatives: int | None, seed: int) -> pl.DataFrame:
+    """Features at ``start`` and labels in [start, end) for the users with a label event in
+    the window and a labelled candidate; ``negatives`` unlabelled rows sampled per user
+    (None: all). Sorted by user (LightGBM's query groups)."""
+    fs = gen.fs
+    sel = (fs.ev_ts >= start) & (fs.ev_ts < end) & np.isin(fs.ev_event, [EVENT_CODES[e] for e in LABEL_EVENTS])
+    users = np.unique(fs.ev_user[sel])
+    if not len(users):
+        return pl.DataFrame()
+    union = gen.union(users, start)
+    frame = union.with_columns(pl.Series("label", window_labels(fs, union, start, end)))
+    frame = sample_negatives(frame.filter(pl.col("label").max().over("u") > 0), negatives, seed)
+    frame = pair_features(fs, frame.drop("label"), start, ctx).with_columns(frame["label"])
+    return frame.sort(["u", "i"], maintain_order=True)
+
+
+def sample_negatives(frame: pl.DataFrame, negatives: int | None, seed: int) -> pl.DataFrame:
+    """Every labelled row and at most ``negatives`` unlabelled rows per user (seeded); order kept."""
+    if negatives is None or not frame.height:
+        return frame
+    key = pl.Series("_r", np.random.default_rng(seed).random(frame.height))
+    return frame.with_columns(key).filter((pl.col("label") > 0) | (pl.col("_r").rank("ordinal").over("u") <= negatives)).drop("_r")
+
+
+def _groups(frame: pl.DataFrame) -> np.ndarray:
+    return frame.group_by("u", maintain_order=True).len()["len"].to_numpy()
+
+
+def check_features(frame: pl.DataFrame, names: list[str]) -> None:
+    """A feature that is NaN in every row cannot be learned from: a clear error."""
+    x = frame.select(names).to_numpy().astype(np.float64)
+    empty = [n for n, col in zip(names, np.isnan(x).all(0), strict=True) if col]
+    if empty:
+        raise RankerError(f"feature(s) {empty} are NaN in every training row; drop them or the source behind them")
+
+
+@dataclass
+class RankerFit:
+    model: object  # lightgbm.Booster, refit on every window
+    features: list[str]
+    best_iteration: int
+    val_ndcg_10: float
+    val_curve: list[float]  # validation NDCG@10 per boosting round
+    train_rows: int
+    val_rows: int
+    importance: dict[str, float] = field(default_factory=dict)  # gain
+
+
+def lgbm_params(config: RankConfig) -> dict:
+    """LightGBM's parameters: lambdarank, NDCG@10, deterministic on a fixed number of threads."""
+    return {
+        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
+        "min_data_in_leaf": config.min_child_samples, "seed": config.seed, "num_threads": config.num_threads, "deterministic": True,
+        "force_row_wise": True, "verbosity": -1,
+    }
+
+
+def _dataset(frames: list[pl.DataFrame], names: list[str]):
+    """One LightGBM dataset of several windows (query groups: each window's users, in order)."""
+    import lightgbm
+
+    frames = [f for f in frames if f.height]
+    x = np.concatenate([f.select(names).to_numpy().astype(np.float32) for f in frames])
+    y = np.concatenate([f["label"].to_numpy() for f in frames])
+    groups = np.concatenate([_groups(f) for f in frames])
+    return lightgbm.Dataset(x, y, group=groups, feature_name=names, free_raw_data=False)
+
+
+def fit_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
+    """Train on the windows before ``cutoff``; validate on the last; refit on all.
+
+    ``exclude``: features left out (ablations)."""
+    import lightgbm
+
+    cfg = gen.config
+    width = int(cfg.window_days * DAY)
+    starts = window_starts(cutoff, cfg)
+    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:-1])]
+    val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
+    frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
+    train_rows = sum(f.height for f in frames[:-1])
+    if not train_rows or not val.height:
+        raise RankerError(f"no user has a labelled candidate in the training ({train_rows} rows) or validation ({val.height} rows) windows; use more or longer windows")
+    names = feature_names(next(f for f in frames if f.height), exclude)
+    check_features(pl.concat([f.select(names) for f in frames[:-1] if f.height]), names)
+
+    params = lgbm_params(cfg)
+    train_set = _dataset(frames[:-1], names)
+    val_set = lightgbm.Dataset(
+        val.select(names).to_numpy().astype(np.float32), val["label"].to_numpy(), group=_groups(val), feature_name=names, reference=train_set
+    )
+    evals: dict = {}
+    booster = lightgbm.train(
+        params, train_set, num_boost_round=cfg.n_estimators, valid_sets=[val_set], valid_names=["val"],
+        callbacks=[lightgbm.early_stopping(cfg.early_stopping_rounds, verbose=False), lightgbm.record_evaluation(evals)],
+    )
+    curve = [float(v) for v in evals["val"]["ndcg@10"]]
+    best = int(booster.best_iteration or len(curve))
+    final = lightgbm.train(params, _dataset(frames, names), num_boost_round=best)
+    importance = dict(zip(names, (float(v) for v in final.feature_importance("gain")), strict=True))
+    return RankerFit(final, names, best, curve[best - 1], curve, train_rows, val.height, importance)
+
+
+class RankedRecommender:
+    """The candidate union re-ordered by the ranker; items outside the union score -inf."""
+
+    def __init__(self, gen: CandidateGenerator, ctx: FeatureContext, fit: RankerFit, name: str = "multi-source + ranker"):
+        self.gen, self.ctx, self.fit, self.name = gen, ctx, fit, name
+
+    def scores(self, users: np.ndarray, time: int) -> np.ndarray:
+        users = np.asarray(users, np.int64)
+        out = np.full((len(users), self.gen.fs.items.n), -np.inf, np.float32)
+        union = self.gen.union(users, time)
+        if not union.height:
+            return out
+        frame = pair_features(self.gen.fs, union, time, self.ctx)
+        pred = self.fit.model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+        order = np.argsort(users, kind="stable")
+        rows = order[np.searchsorted(users[order], frame["u"].to_numpy())]
+        out[rows, frame["i"].to_numpy()] = pred
+        return out
+

@@ -1,0 +1,130 @@
+"""One ranking run: fit the ranker before the test cutoff, measure the candidates' retrieval
+recall there, and score the ranked lists next to ALS and the two-tower on the test fold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from data.validate import ValidatedDataset
+from recsys.baselines import ImplicitMF
+from recsys.evaluate import EvalConfig, GroundTruthStyle, Recommender, evaluate
+from recsys.features import FeatureSet
+from recsys.features.items import item_prices
+from recsys.rank.config import RankConfig
+from recsys.rank.features import STYLE_FEATURES, FeatureContext
+from recsys.rank.ranker import RankedRecommender, RankerFit, fit_ranker
+from recsys.rank.sources import CandidateGenerator, retrieval_recall, truth_pairs
+
+EVAL = EvalConfig(ks=(10, 50))
+REPORTED = (("all", "recall@10"), ("all", "ndcg@10"), ("all", "recall@50"), ("cold_items", "recall@50"))
+
+
+def catalogue_prices(ds: ValidatedDataset, fs: FeatureSet) -> np.ndarray:
+    """Item prices in the feature set's catalogue order (NaN where unknown)."""
+    return item_prices(pl.DataFrame({"item_id": fs.items.ids}).join(ds.items, on="item_id", how="left", maintain_order="left"))
+
+
+@dataclass
+class RankingResult:
+    fit: RankerFit
+    recommender: RankedRecommender
+    recall: dict[str, dict[str, float]]  # "purchases" / "truth" -> source (and "all") -> share
+    test: dict[str, dict]  # model -> evaluate()'s slices
+
+
+def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, dict[str, float]]:
+    """Share of the test fold's purchases and of its truth (click/cart/purchase) that each
+    source's candidates at the cutoff contain, and the union's."""
+    fs = gen.fs
+    end = int(fs.ev_ts.max()) + 1
+    truths = {"purchases": truth_pairs(fs, cutoff, end, ("purchase",), gen.config.exclude_seen), "truth": truth_pairs(fs, cutoff, end, fs.config.eval_events, gen.config.exclude_seen)}
+    users = np.unique(truths["truth"]["u"].to_numpy())
+    union = gen.union(users, cutoff) if len(users) else gen.union(np.zeros(0, np.int64), cutoff)
+    return {name: retrieval_recall(union, truth, gen.config.source_names) for name, truth in truths.items()}
+
+
+# variants of the ranker trained beside it (``run_ranking(..., ablations=...)``)
+ABLATIONS = ("two-tower + ranker", "ranker without style features", "ranker without the two-tower")
+
+
+def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tuple[RankConfig, Recommender | None, tuple[str, ...]]:
+    """(config, two-tower, excluded features) of an ablation: the two-tower source alone;
+    every style feature left out; the two-tower neither a source nor a feature."""
+    if name == "two-tower + ranker":
+        if two_tower is None:
+            raise ValueError("the 'two-tower + ranker' ablation needs the two-tower")
+        return replace(config, sources={"two_tower": config.sources.get("two_tower", 100)}), two_tower, ()
+    if name == "ranker without style features":
+        return config, two_tower, STYLE_FEATURES
+    if name == "ranker without the two-tower":
+        rest = {k: v for k, v in config.sources.items() if k != "two_tower"}
+        return replace(config, sources=rest or {"als": 100}), None, ()
+    raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
+
+
+def _ranked(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str) -> RankedRecommender:
+    gen = CandidateGenerator(fs, config, two_tower)
+    ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
+    return RankedRecommender(gen, ctx, fit_ranker(gen, ctx, fs.time_of("test"), exclude), name)
+
+
+def run_ranking(
+    ds: ValidatedDataset,
+    fs: FeatureSet,
+    config: RankConfig,
+    two_tower: Recommender | None = None,
+    truth_style: GroundTruthStyle | None = None,
+    compare: bool = True,
+    ablations: tuple[str, ...] = (),
+    echo: Callable[[str], None] = lambda _: None,
+) -> RankingResult:
+    """Fit the ranker on windows before the test cutoff and evaluate it (with ALS and the
+    two-tower beside it when ``compare``, and the ``ablations``). ``two_tower`` is needed when a source or feature
+    uses it (``recsys.train.TwoTowerRecommender``)."""
+    cutoff = fs.time_of("test")
+    echo(f"training the ranker on {config.windows} windows of {config.window_days:g} days before the test cutoff")
+    recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker")
+    fit = recommender.fit
+    echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best round {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}")
+    recall = cutoff_retrieval_recall(recommender.gen, cutoff)
+    test = {recommender.name: evaluate(recommender, fs, EVAL, truth_style)}
+    if compare:
+        test["als"] = evaluate(ImplicitMF("als", seed=config.seed).fit(fs, cutoff), fs, EVAL, truth_style)
+        if two_tower is not None:
+            test["two-tower"] = evaluate(two_tower, fs, EVAL, truth_style)
+    for name in ablations:
+        variant = _ranked(ds, fs, *ablation(name, config, two_tower), name)
+        echo(f"  {name}: best round {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}")
+        test[name] = evaluate(variant, fs, EVAL, truth_style)
+    return RankingResult(fit, recommender, recall, test)
+
+
+def format_recall(recall: dict[str, dict[str, float]]) -> str:
+    names = list(next(iter(recall.values())))
+    lines = [f"{'retrieval recall':<22}" + "".join(f"{n:>12}" for n in recall)]
+    lines += [f"  {n:<20}" + "".join(f"{recall[t][n]:>12.4f}" for t in recall) for n in names]
+    return "\n".join(lines)
+
+
+def format_test(test: dict[str, dict]) -> str:
+    width = max(24, *(len(m) + 2 for m in test))
+    lines = [f"{'model':<{width}}" + "".join(f"{(m if sl == 'all' else 'cold ' + m):>18}" for sl, m in REPORTED)]
+    for model, res in test.items():
+        lines.append(f"{model:<{width}}" + "".join(f"{res.get(sl, {}).get(m, float('nan')):>18.4f}" for sl, m in REPORTED))
+    return "\n".join(lines)
+
+
+def importance_figure(fit: RankerFit, top: int = 25):
+    from recsys.reporting import pyplot
+
+    plt = pyplot()
+    pairs = sorted(fit.importance.items(), key=lambda kv: kv[1])[-top:]
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(pairs) + 1))
+    ax.barh([p[0] for p in pairs], [p[1] for p in pairs])
+    ax.set(title="ranker feature importance (gain)", xlabel="total gain")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,307 @@
+"""The ranking stage on the tiny preset, with the real libraries: sources, union, retrieval
+recall, pair features (no peeking), graded labels, the LightGBM ranker, the job."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.features import DAY, EVENT_CODES
+from recsys.features.events import KEY
+from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
+from recsys.rank.features import FeatureContext, feature_names, pair_features
+from recsys.rank.ranker import RankedRecommender, RankerError, check_features, fit_ranker, window_labels
+from recsys.rank.sources import CandidateGenerator, candidate_union, make_source, retrieval_recall, truth_pairs
+
+NO_TWO_TOWER = {"als": 30, "item_cf": 30, "style_knn": 20, "text_knn": 20, "popular": 20, "popular_in_category": 20, "new_arrivals": 10}
+FAST = RankConfig(sources=NO_TWO_TOWER, n_estimators=20, early_stopping_rounds=5, negatives_per_user=10, als_factors=8, als_iterations=3, windows=3, window_days=7.0)
+
+
+def truncated(fs, time: int):
+    """``fs`` without any event at or after ``time`` (what a model fitted at ``time`` may know)."""
+    keep = fs.ev_ts < time
+    fields = {name: getattr(fs, name)[keep] for name in ("ev_user", "ev_item", "ev_ts", "ev_weight", "ev_hist_weight", "ev_fold", "ev_event")}
+    fields["ev_key"] = fields["ev_user"] * KEY + fields["ev_ts"]
+    fields["ev_start"] = np.searchsorted(fields["ev_user"], np.arange(fs.n_users + 1), side="left")
+    return dataclasses.replace(fs, **fields)
+
+
+def prices_of(fs) -> np.ndarray:
+    return np.linspace(5.0, 120.0, fs.items.n)
+
+
+@pytest.fixture(scope="module")
+def query_time(tiny_features):
+    return tiny_features.time_of("test") - 7 * DAY
+
+
+# -- config ------------------------------------------------------------------------------
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    with pytest.raises(RankConfigError, match=r"unknown source\(s\) \['bert'\].*known"):
+        RankConfig(sources={"als": 10, "bert": 5})
+    with pytest.raises(RankConfigError, match="integer >= 1"):
+        RankConfig(sources={"als": 0})
+    with pytest.raises(RankConfigError, match="unknown candidate source 'bert'"):
+        make_source("bert", RankConfig())
+    path = tmp_path / "rank.toml"
+    path.write_text("[rank]\nwindows = 3\nshuffle = true\n")
+    with pytest.raises(RankConfigError, match=r"unknown key\(s\) \['shuffle'\]"):
+        load_rank_config(path)
+    path.write_text("[train]\nepochs = 1\n")
+    with pytest.raises(RankConfigError, match="only \\[rank\\]"):
+        load_rank_config(path)
+    path.write_text("[rank]\nwindows = 4\n[rank.sources]\nals = 7\nitem_cf = 3\n")
+    cfg = load_rank_config(path)
+    assert cfg.windows == 4 and cfg.source_names == ("als", "item_cf")
+
+
+# -- sources, union, retrieval recall --------------------------------------------------------
+
+
+def test_sources_return_only_items_known_before_the_query_and_ignore_later_events(tiny_features, query_time):
+    fs = tiny_features
+    users = np.arange(fs.n_users)
+    per_source = CandidateGenerator(fs, FAST).per_source(users, query_time)
+    later = CandidateGenerator(truncated(fs, query_time), FAST).per_source(users, query_time)
+    seen = fs.items_before(users, query_time)
+    for name, (items, scores) in per_source.items():
+        returned = items[items >= 0]
+        assert len(returned), name
+        assert (fs.items.created_s[returned] < query_time).all(), name
+        assert not any(np.isin(items[r], seen[r]).any() for r in range(len(users))), name
+        assert (items.shape[1] == FAST.sources[name]) and np.isnan(scores[items < 0]).all()
+        # fitted only on events before the time: the log cut at the time gives the same lists
+        np.testing.assert_array_equal(items, later[name][0], err_msg=name)
+        np.testing.assert_allclose(scores, later[name][1], rtol=1e-5, atol=1e-6, err_msg=name)
+    # new arrivals are the way cold items come in
+    arrivals = per_source["new_arrivals"][0]
+    created = fs.items.created_s[arrivals[arrivals >= 0]]
+    assert (created >= query_time - FAST.new_arrival_days * DAY).all()
+
+
+def test_union_and_retrieval_recall_by_hand():
+    users = np.array([0, 1])
+    a = (np.array([[5, 6], [7, -1]]), np.array([[0.9, 0.5], [0.3, np.nan]], np.float32))
+    b = (np.array([[6, 8], [9, 7]]), np.array([[2.0, 1.0], [4.0, 3.0]], np.float32))
+    union = candidate_union(users, {"a": a, "b": b})
+    assert union.select("u", "i").rows() == [(0, 5), (0, 6), (0, 8), (1, 7), (1, 9)]
+    assert union["a_rank"].to_list() == [1.0, 2.0, None, 1.0, None]
+    assert union["b_rank"].to_list() == [None, 1.0, 2.0, 2.0, 1.0]
+    assert union.filter(pl.col("i") == 6)["b_score"].item() == 2.0
+    truth = pl.DataFrame({"u": [0, 0, 1, 1], "i": [5, 8, 7, 4]})
+    recall = retrieval_recall(union, truth, ("a", "b"))
+    assert recall == {"a": 0.5, "b": 0.5, "all": 0.75}
+    assert np.isnan(retrieval_recall(union, truth.clear(), ("a",))["all"])
+
+
+def test_truth_pairs_leave_out_what_was_seen(tiny_features, query_time):
+    fs = tiny_features
+    end = query_time + 7 * DAY
+    pairs = truth_pairs(fs, query_time, end, ("purchase",))
+    seen = pl.DataFrame({"u": fs.ev_user[fs.ev_ts < query_time], "i": fs.ev_item[fs.ev_ts < query_time]}).unique()
+    assert pairs.height and pairs.join(seen, on=["u", "i"], how="semi").height == 0
+    sel = (fs.ev_ts >= query_time) & (fs.ev_ts < end) & (fs.ev_event == EVENT_CODES["purchase"])
+    assert set(pairs.rows()) <= set(zip(fs.ev_user[sel].tolist(), fs.ev_item[sel].tolist(), strict=True))
+
+
+# -- pair features ----------------------------------------------------------------------
+
+
+def test_pair_features_do_not_peek(tiny_features, query_time):
+    """An event at or after the query time changes no feature: features on the full log
+    equal those on the log cut at the query time."""
+    fs = tiny_features
+    users = np.arange(0, fs.n_users, 3)
+    gen = CandidateGenerator(fs, FAST)
+    union = gen.union(users, query_time)
+    full = pair_features(fs, union, query_time, FeatureContext(prices_of(fs), als=gen.sources["als"]))
+    cut_fs = truncated(fs, query_time)
+    cut_gen = CandidateGenerator(cut_fs, FAST)
+    cut_union = cut_gen.union(users, query_time)
+    cut = pair_features(cut_fs, cut_union, query_time, FeatureContext(prices_of(fs), als=cut_gen.sources["als"]))
+    assert full.height == union.height and full.select("u", "i").equals(union.select("u", "i"))
+    names = feature_names(full)
+    assert {"style_cos", "style_max_sim", "text_sim", "als_dot", "price_vs_usual", "item_pop_7d", "item_trend", "item_view_to_purchase", "user_days_since_last", "ui_views_unbought"} <= set(names)
+    np.testing.assert_allclose(full.select(names).to_numpy(), cut.select(names).to_numpy(), rtol=1e-5, atol=1e-6)
+    # and the features see the past: a later time does change them
+    later = pair_features(fs, union, query_time + 7 * DAY, FeatureContext(prices_of(fs), als=gen.sources["als"]))
+    assert not np.allclose(later["item_pop_7d"].to_numpy(), full["item_pop_7d"].to_numpy())
+
+
+def test_labels_are_graded(tiny_features, query_time):
+    fs = tiny_features
+    start, end = query_time, query_time + 7 * DAY
+    sel = (fs.ev_ts >= start) & (fs.ev_ts < end)
+    events = pl.DataFrame({"u": fs.ev_user[sel], "i": fs.ev_item[sel]}).unique()
+    extra = pl.DataFrame({"u": [0], "i": [0]}).join(events, on=["u", "i"], how="anti")  # a pair with no event
+    union = pl.concat([events, extra]).sort(["u", "i"])
+    labels = window_labels(fs, union, start, end)
+    expected = {}
+    for u, i, e in zip(fs.ev_user[sel], fs.ev_item[sel], fs.ev_event[sel], strict=True):
+        grade = {EVENT_CODES["purchase"]: 3, EVENT_CODES["cart"]: 2, EVENT_CODES["click"]: 1}.get(int(e), 0)
+        expected[(int(u), int(i))] = max(expected.get((int(u), int(i)), 0), grade)
+    assert labels.tolist() == [expected.get(pair, 0) for pair in union.rows()]
+    assert set(labels.tolist()) >= {0, 3}
+
+
+# -- the ranker ---------------------------------------------------------------------------
+
+
+def test_all_nan_feature_is_an_error():
+    frame = pl.DataFrame({"a": [1.0, 2.0], "b": [float("nan"), float("nan")]})
+    with pytest.raises(RankerError, match=r"\['b'\] are NaN in every training row"):
+        check_features(frame, ["a", "b"])
+
+
+def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
+    fs = tiny_features
+    cutoff = fs.time_of("test")
+    ctx_gen = []
+    for _ in range(2):
+        gen = CandidateGenerator(fs, FAST)
+        ctx = FeatureContext(prices_of(fs), als=gen.sources["als"])
+        ctx_gen.append((gen, ctx, fit_ranker(gen, ctx, cutoff)))
+    (gen, ctx, fit), (gen2, ctx2, fit2) = ctx_gen
+    assert fit.best_iteration >= 1 and 0.0 <= fit.val_ndcg_10 <= 1.0 and len(fit.val_curve) >= fit.best_iteration
+    users = np.arange(0, fs.n_users, 2)[::-1]  # any order
+    scores = RankedRecommender(gen, ctx, fit).scores(users, cutoff)
+    np.testing.assert_array_equal(scores, RankedRecommender(gen2, ctx2, fit2).scores(users, cutoff))
+    union = gen.union(users, cutoff)
+    in_union = np.zeros_like(scores, bool)
+    order = np.argsort(users)
+    in_union[order[np.searchsorted(users[order], union["u"].to_numpy())], union["i"].to_numpy()] = True
+    assert np.isfinite(scores[in_union]).all() and np.isneginf(scores[~in_union]).all()
+    assert set(fit.importance) == set(fit.features)
+    # an ablation leaves features out
+    no_style = fit_ranker(gen, ctx, cutoff, exclude=("style_cos", "style_max_sim"))
+    assert "style_cos" not in no_style.features
+
+
+# -- the job ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+FAST_RANK_TOML = """[rank]
+windows = 3
+window_days = 7.0
+n_estimators = 20
+early_stopping_rounds = 5
+negatives_per_user = 10
+als_factors = 8
+als_iterations = 3
+[rank.sources]
+two_tower = 30
+als = 30
+item_cf = 30
+style_knn = 20
+new_arrivals = 10
+"""
+
+
+def test_rank_is_a_job_of_the_cli():
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    out = CliRunner().invoke(cli, ["rank", "train", "--help"]).output
+    assert "--ablations" in out and "models:/stylerec@champion" in out
+
+
+def test_rank_train_without_a_two_tower_says_train_first(tiny_embedded, tmp_path, mlflow_store):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["--workdir", str(tmp_path / "wd"), "rank", "train", str(tiny_embedded)])
+    assert result.exit_code != 0 and "run `stylerec train` on this dataset first" in result.output, result.output
+
+
+def test_rank_train_refuses_a_bad_config(tiny_embedded, tmp_path, mlflow_store):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    config = tmp_path / "rank.toml"
+    config.write_text("[rank.sources]\nals = 10\nbert = 5\n")
+    result = CliRunner().invoke(cli, ["rank", "train", str(tiny_embedded), "--config", str(config)])
+    assert result.exit_code != 0 and "unknown source(s) ['bert']" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store):
+    import shutil
+
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.cli import cli
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_embedded, root)
+    train_toml = tmp_path / "fast.toml"
+    train_toml.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
+    rank_toml = tmp_path / "rank.toml"
+    rank_toml.write_text(FAST_RANK_TOML)
+    runner = CliRunner()
+    wd = ["--workdir", str(tmp_path / "wd")]
+    result = runner.invoke(cli, [*wd, "train", str(root), "--config", str(train_toml)])
+    assert result.exit_code == 0, result.output
+
+    result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for name in ("two_tower", "als", "item_cf", "style_knn", "new_arrivals", "multi-source + ranker", "two-tower", "cold recall@50"):
+        assert name in out, out
+    assert "registered stylerec-ranker version 1; champion: moved to it" in out
+
+    client = MlflowClient(mlflow_store)
+    champion = client.get_model_version_by_alias("stylerec-ranker", "champion")
+    run = client.get_run(champion.tags["run_id"])
+    assert "two_tower_dot" in run.data.params["features"] and run.data.params["rank.windows"] == "3"
+    assert len(client.get_metric_history(run.info.run_id, "val_ndcg_10")) >= 1
+    assert "multi-source_plus_ranker.all.ndcg_at_10" in run.data.metrics
+    assert {"plots", "ranker.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}  # the model: a logged model (MLflow 3), loaded below
+
+    # a second run (with the ablations) that is not better on validation is registered but does not take the alias
+    client.set_model_version_tag("stylerec-ranker", "1", "val_ndcg_10", "0.999")
+    result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml), "--ablations"])
+    assert result.exit_code == 0, result.output
+    assert "version 2; champion: unchanged" in result.output
+    for name in ("two-tower + ranker", "ranker without style features", "ranker without the two-tower"):
+        assert f"\n{name} " in result.output, result.output
+    assert str(client.get_model_version_by_alias("stylerec-ranker", "champion").version) == "1"
+
+    import mlflow.lightgbm
+
+    booster = mlflow.lightgbm.load_model("models:/stylerec-ranker@champion")
+    assert booster.num_feature() == len(run.data.params["features"].split(","))
+
+
+def test_run_ranking_with_an_ablation(tiny_embedded, tiny_features):
+    from data.validate import load_dataset
+    from recsys.rank.run import ablation, format_recall, format_test, run_ranking
+
+    with pytest.raises(ValueError, match="needs the two-tower"):
+        ablation("two-tower + ranker", FAST, None)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        ablation("no-ids", FAST, None)
+    cfg, tt, exclude = ablation("ranker without the two-tower", RankConfig(), object())
+    assert "two_tower" not in cfg.sources and tt is None and exclude == ()
+    result = run_ranking(load_dataset(tiny_embedded), tiny_features, FAST, ablations=("ranker without style features",))
+    assert list(result.test) == ["multi-source + ranker", "als", "ranker without style features"]
+    assert set(result.recall) == {"purchases", "truth"} and 0 < result.recall["truth"]["all"] <= 1
+    assert result.recall["truth"]["all"] >= max(v for k, v in result.recall["truth"].items() if k != "all")
+    assert "style_cos" in result.fit.features
+    assert "cold recall@50" in format_test(result.test) and "item_cf" in format_recall(result.recall)
