@@ -39,7 +39,8 @@ def _register(client, model_uri: str, run_id: str, val_ndcg: float, fingerprint:
         current = float(client.get_model_version_by_alias(RANKER_NAME, tracking.CHAMPION).tags.get(METRIC_TAG, "nan"))
     except MlflowException:
         current = None
-    promoted = current is None or val_ndcg > current
+    # a NaN score never wins, and any real score beats a champion without one
+    promoted = val_ndcg == val_ndcg and (current is None or current != current or val_ndcg > current)
     if promoted:
         client.set_registered_model_alias(RANKER_NAME, tracking.CHAMPION, version.version)
     return str(version.version), promoted
