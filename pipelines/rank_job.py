@@ -23,7 +23,7 @@ def _two_tower(ds, model_uri: str):
 
     try:
         return tracking.load_served_model(ds, model_uri)
-    except MlflowException as exc:
+    except (MlflowException, tracking.ModelNotFoundError) as exc:
         raise click.ClickException(f"no two-tower model at {model_uri} ({str(exc).splitlines()[0][:200]}); run `stylerec train` on this dataset first") from exc
 
 
