@@ -80,6 +80,15 @@ def make_dataset(tmp_path):
     return make
 
 
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A fresh MLflow sqlite store for one test, with the test's folder as working directory."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
 @pytest.fixture(scope="session")
 def tiny_stylemart(tmp_path_factory) -> Path:
     """The `tiny` StyleMart preset, generated once per test session."""

@@ -185,14 +185,6 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
 # -- the job ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
 FAST_RANK_TOML = """[rank]
 windows = 3
 window_days = 7.0

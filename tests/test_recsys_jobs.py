@@ -11,14 +11,6 @@ from mlflow.tracking import MlflowClient
 from pipelines.cli import cli
 
 
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
 @pytest.mark.slow
 def test_train_registers_champion_and_evaluate_compares(tiny_embedded, tmp_path, mlflow_store):
     root = tmp_path / "ds"
