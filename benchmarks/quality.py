@@ -68,9 +68,13 @@ def demo_dataset(root: Path) -> Path:
     from style.embeddings import embed_catalogue
     from style.encoder import MagentaStyleEncoder
 
+    from data.validate import load_dataset
+
     if not (root / "manifest.json").is_file():
         generate(root, "demo", 42)
-    ds = validate_dataset(root, ValidationConfig(check_images=True))
+        ds = validate_dataset(root, ValidationConfig(check_images=True))  # decodes every image, once
+    else:
+        ds = load_dataset(root)  # keeps what an earlier validation quarantined
     load_or_create_split(ds, SplitConfig(test_fraction=0.15, val_days=7))
     if not (root / "style" / "style_embeddings.parquet").is_file():
         embed_catalogue(root, ds.items, MagentaStyleEncoder(), progress=False)
