@@ -84,6 +84,24 @@ def test_sources_return_only_items_known_before_the_query_and_ignore_later_event
     assert (created >= query_time - FAST.new_arrival_days * DAY).all()
 
 
+def test_a_list_shown_until_later_offers_items_launched_meanwhile_scored_on_earlier_events(tiny_features, query_time):
+    fs = tiny_features
+    users = np.arange(fs.n_users)
+    until = query_time + 7 * DAY
+    launched = (fs.items.created_s >= query_time) & (fs.items.created_s < until)
+    assert launched.any()  # the fixture launches items every week
+    shown = CandidateGenerator(fs, FAST).per_source(users, query_time, until)
+    cut = CandidateGenerator(truncated(fs, query_time), FAST).per_source(users, query_time, until)
+    arrivals = shown["new_arrivals"][0]
+    assert launched[arrivals[arrivals >= 0]].any()  # cold items reach the ranker
+    for name, (items, scores) in shown.items():
+        assert (fs.items.created_s[items[items >= 0]] < until).all(), name
+        np.testing.assert_array_equal(items, cut[name][0], err_msg=name)  # still no event at or after the query time used
+    frame = pair_features(fs, CandidateGenerator(fs, FAST).union(users, query_time, until), query_time, FeatureContext(prices_of(fs)))
+    new = launched[frame["i"].to_numpy()]
+    assert (frame["item_age_days"].to_numpy()[new] == 0).all() and (frame["item_pop_30d"].to_numpy()[new] == 0).all()
+
+
 def test_union_and_retrieval_recall_by_hand():
     users = np.array([0, 1])
     a = (np.array([[5, 6], [7, -1]]), np.array([[0.9, 0.5], [0.3, np.nan]], np.float32))

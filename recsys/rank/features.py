@@ -104,12 +104,16 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         cols["als_dot"] = np.where(ctx.als._unknown[i], np.nan, dot)
 
     items = fs.items
+    with_style = bool(items.has_style.any())  # a catalogue without images has no style features at all
     for name, vectors, has in (("style_cos", items.style, items.has_style), ("text_sim", items.text, np.ones(items.n, bool))):
+        if name == "style_cos" and not with_style:
+            continue
         profile = fs.history_profile(uniq, time, vectors)
         has_profile = np.abs(profile).sum(1) > 0
         sim = row_dot(profile, uidx, vectors, i)
         cols[name] = np.where(has[i] & has_profile[uidx], sim, np.nan)
-    cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
+    if with_style:
+        cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
 
     # price relative to what the user usually paid (mean price of their purchases before the time)
@@ -128,7 +132,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     for d, counts in pop.items():
         cols[f"item_pop_{d}d"] = counts[i].astype(np.float32)
     cols["item_trend"] = ((pop[7][i] / 7.0 + 1e-3) / (pop[30][i] / 30.0 + 1e-3)).astype(np.float32)
-    cols["item_age_days"] = ((time - items.created_s[i]) / DAY).astype(np.float32)
+    cols["item_age_days"] = (np.maximum(time - items.created_s[i], 0) / DAY).astype(np.float32)  # 0: launched at or after the time
     views = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=items.n).astype(np.float64)
     buys = np.bincount(fs.ev_item[bought], minlength=items.n).astype(np.float64)
     prior = buys.sum() / max(views.sum(), 1.0)

@@ -52,7 +52,7 @@ def window_frame(gen: CandidateGenerator, ctx: FeatureContext, start: int, end: 
     users = np.unique(fs.ev_user[sel])
     if not len(users):
         return pl.DataFrame()
-    union = gen.union(users, start)
+    union = gen.union(users, start, until=end)  # items launched inside the window are candidates too
     frame = union.with_columns(pl.Series("label", window_labels(fs, union, start, end)))
     frame = sample_negatives(frame.filter(pl.col("label").max().over("u") > 0), negatives, seed)
     frame = pair_features(fs, frame.drop("label"), start, ctx).with_columns(frame["label"])
@@ -147,15 +147,18 @@ def fit_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclud
 
 
 class RankedRecommender:
-    """The candidate union re-ordered by the ranker; items outside the union score -inf."""
+    """The candidate union re-ordered by the ranker; items outside the union score -inf.
 
-    def __init__(self, gen: CandidateGenerator, ctx: FeatureContext, fit: RankerFit, name: str = "multi-source + ranker"):
-        self.gen, self.ctx, self.fit, self.name = gen, ctx, fit, name
+    ``until``: the end of the lists' life (items launched before it are candidates, as in the
+    training windows); None = the query time (serving: nothing newer exists)."""
+
+    def __init__(self, gen: CandidateGenerator, ctx: FeatureContext, fit: RankerFit, name: str = "multi-source + ranker", until: int | None = None):
+        self.gen, self.ctx, self.fit, self.name, self.until = gen, ctx, fit, name, until
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         users = np.asarray(users, np.int64)
         out = np.full((len(users), self.gen.fs.items.n), -np.inf, np.float32)
-        union = self.gen.union(users, time)
+        union = self.gen.union(users, time, self.until)
         if not union.height:
             return out
         frame = pair_features(self.gen.fs, union, time, self.ctx)

@@ -43,8 +43,8 @@ def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, d
     end = int(fs.ev_ts.max()) + 1
     truths = {"purchases": truth_pairs(fs, cutoff, end, ("purchase",), gen.config.exclude_seen), "truth": truth_pairs(fs, cutoff, end, fs.config.eval_events, gen.config.exclude_seen)}
     users = np.unique(truths["truth"]["u"].to_numpy())
-    union = gen.union(users, cutoff) if len(users) else gen.union(np.zeros(0, np.int64), cutoff)
-    return {name: retrieval_recall(union, truth, gen.config.source_names) for name, truth in truths.items()}
+    union = gen.union(users, cutoff, end) if len(users) else gen.union(np.zeros(0, np.int64), cutoff, end)
+    return {name: retrieval_recall(union, truth, gen.source_names) for name, truth in truths.items()}
 
 
 # variants of the ranker trained beside it (``run_ranking(..., ablations=...)``)
@@ -67,9 +67,11 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
 
 
 def _ranked(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str) -> RankedRecommender:
+    """The ranker fitted before the test cutoff, its lists shown for the whole test fold
+    (items launched during it are candidates, as for every model the evaluation scores)."""
     gen = CandidateGenerator(fs, config, two_tower)
     ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
-    return RankedRecommender(gen, ctx, fit_ranker(gen, ctx, fs.time_of("test"), exclude), name)
+    return RankedRecommender(gen, ctx, fit_ranker(gen, ctx, fs.time_of("test"), exclude), name, until=int(fs.ev_ts.max()) + 1)
 
 
 def run_ranking(

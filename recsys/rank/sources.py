@@ -3,8 +3,12 @@ events before that time; their union per user keeps every source's rank and scor
 
 A source is anything with ``fit(fs, before)`` and ``scores(users, time) -> (U, n_items)``
 (the baselines are sources as they are). :func:`source_candidates` turns the scores into a
-top-N list: items created at or after the query time are never returned, nor (with
-``exclude_seen``) items the user already interacted with.
+top-N list of the items on sale while the list is shown: created before ``until`` (the
+end of the list's life; default the query time), never (with ``exclude_seen``) items the
+user already interacted with. A list built at ``time`` and shown until ``until`` may hold
+items launched in between (a storefront refreshes its lists; the offline evaluation
+scores one list per user for the whole test fold, for every model alike); every score
+and feature still uses only events before ``time``.
 """
 
 from __future__ import annotations
@@ -103,8 +107,8 @@ class PopularInCategory:
 
 @dataclass
 class NewArrivals:
-    """Items created in the ``days`` before the query, ordered by the user's style profile:
-    the way cold items reach the ranker."""
+    """Items created in the ``days`` before the query (or later, while the list is shown),
+    ordered by the user's style profile: the way cold items reach the ranker."""
 
     days: float = 14.0
 
@@ -114,9 +118,14 @@ class NewArrivals:
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         created = self.fs.items.created_s
-        new = (created < time) & (created >= time - self.days * DAY)
-        sims = self.fs.history_profile(users, time, self.fs.items.style) @ self.fs.items.style.T
+        new = created >= time - self.days * DAY  # source_candidates drops those not yet on sale
+        items = self.fs.items
+        vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
+        sims = self.fs.history_profile(users, time, vectors) @ vectors.T
         return np.where(new[None, :], sims, -np.inf).astype(np.float32)
+
+
+STYLE_SOURCES = ("style_knn",)  # sources that need the items' style vectors
 
 
 def make_source(name: str, config: RankConfig, two_tower: Recommender | None = None):
@@ -139,10 +148,11 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
     return makers[name]()
 
 
-def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(items (U, n), scores (U, n)) of a fitted source; item -1 / score NaN where it has fewer."""
+def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: int, exclude_seen: bool = True, until: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(items (U, n), scores (U, n)) of a fitted source; item -1 / score NaN where it has fewer.
+    Items created at or after ``until`` (default ``time``) are not on sale during the list's life."""
     scores = np.asarray(source.scores(users, time), np.float32).copy()
-    scores[:, ~(fs.items.created_s < time)] = -np.inf  # not on sale yet
+    scores[:, ~(fs.items.created_s < max(int(time), int(until if until is not None else time)))] = -np.inf
     if exclude_seen:
         for row, seen in enumerate(fs.items_before(users, time)):
             scores[row, seen] = -np.inf
@@ -201,7 +211,11 @@ class CandidateGenerator:
 
     def __init__(self, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None = None):
         self.fs, self.config = fs, config
-        self.sources = {name: make_source(name, config, two_tower) for name in config.source_names}
+        # a catalogue without style vectors (no images) has no style source
+        names = [n for n in config.source_names if fs.items.has_style.any() or n not in STYLE_SOURCES]
+        if not names:
+            raise RankConfigError(f"every configured source needs style vectors, which this dataset lacks: {list(config.source_names)}")
+        self.sources = {name: make_source(name, config, two_tower) for name in names}
         self._time: int | None = None
 
     def at(self, time: int) -> CandidateGenerator:
@@ -212,9 +226,15 @@ class CandidateGenerator:
             self._time = int(time)
         return self
 
-    def per_source(self, users: np.ndarray, time: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def per_source(self, users: np.ndarray, time: int, until: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each source's top-N at ``time`` among the items on sale before ``until``."""
         self.at(time)
-        return {name: source_candidates(src, self.fs, users, time, self.config.sources[name], self.config.exclude_seen) for name, src in self.sources.items()}
+        return {name: source_candidates(src, self.fs, users, time, self.config.sources[name], self.config.exclude_seen, until) for name, src in self.sources.items()}
 
-    def union(self, users: np.ndarray, time: int) -> pl.DataFrame:
-        return candidate_union(users, self.per_source(users, time))
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """The sources in use (the configured ones this dataset supports)."""
+        return tuple(self.sources)
+
+    def union(self, users: np.ndarray, time: int, until: int | None = None) -> pl.DataFrame:
+        return candidate_union(users, self.per_source(users, time, until))

