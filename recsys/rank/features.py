@@ -68,6 +68,28 @@ def _max_history_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, 
     return out
 
 
+def smoothed_rate(hits: np.ndarray, trials: np.ndarray, pseudo: float) -> np.ndarray:
+    """(hits + pseudo * prior) / (trials + pseudo), prior = the overall rate: an item with few
+    trials sits near the prior."""
+    prior = hits.sum() / max(trials.sum(), 1.0)
+    return (hits + pseudo * prior) / (trials + pseudo)
+
+
+def price_in_category(prices: np.ndarray, category: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """log(price / the median price of the item's category among the ``known`` items); NaN
+    without a price."""
+    log_price = np.log(np.where(prices > 0, prices, np.nan))
+    frame = pl.DataFrame({"c": category, "p": log_price, "k": known}, nan_to_null=True)
+    medians = frame.filter(pl.col("k")).group_by("c").agg(pl.col("p").median())
+    median = frame.join(medians, on="c", how="left", maintain_order="left")["p_right"].to_numpy().astype(np.float64)
+    return log_price - median
+
+
+def pop_views_30d(fs: FeatureSet, time: int) -> np.ndarray:
+    sel = (fs.ev_ts < time) & (fs.ev_ts >= time - 30 * DAY) & (fs.ev_event == EVENT_CODES["view"])
+    return np.bincount(fs.ev_item[sel], minlength=fs.items.n).astype(np.float64)
+
+
 def _user_item_counts(fs: FeatureSet, union: pl.DataFrame, time: int) -> pl.DataFrame:
     """Views and carts of each candidate pair before ``time`` (0 once the user bought it)."""
     sel = (fs.ev_ts < time) & np.isin(fs.ev_user, union["u"].unique().to_numpy())
@@ -116,16 +138,26 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
 
-    # price relative to what the user usually paid (mean price of their purchases before the time)
     before = fs.ev_ts < time
     bought = before & (fs.ev_event == EVENT_CODES["purchase"])
-    paid = ctx.prices[fs.ev_item[bought]]
-    ok = np.isfinite(paid)
-    spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
-    n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
-    usual = np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan)
-    cols["price"] = ctx.prices[i].astype(np.float32)
-    cols["price_vs_usual"] = (ctx.prices[i] / usual[u]).astype(np.float32)
+    # price relative to what the user usually paid (mean price of their purchases before the time)
+    if np.isfinite(ctx.prices).any():  # a catalogue without prices has no price features
+        paid = ctx.prices[fs.ev_item[bought]]
+        ok = np.isfinite(paid)
+        spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
+        n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
+        usual = np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan)
+        cols["price"] = ctx.prices[i].astype(np.float32)
+        cols["price_vs_usual"] = (ctx.prices[i] / usual[u]).astype(np.float32)
+        # price level within the item's category (categories differ in price by orders of
+        # magnitude), and the level this user engages with (clicks, carts, purchases before the time)
+        level = price_in_category(ctx.prices, items.category, items.created_s < time)
+        engaged = before & (fs.ev_event >= EVENT_CODES["click"]) & np.isfinite(level[fs.ev_item])
+        n_engaged = np.bincount(fs.ev_user[engaged], minlength=fs.n_users)
+        user_level = np.where(n_engaged > 0, np.bincount(fs.ev_user[engaged], level[fs.ev_item[engaged]], minlength=fs.n_users) / np.maximum(n_engaged, 1), np.nan)
+        cols["price_in_category"] = level[i].astype(np.float32)
+        cols["user_price_in_category"] = user_level[u].astype(np.float32)
+        cols["price_in_category_gap"] = (level[i] - user_level[u]).astype(np.float32)
 
     # item popularity and trend, age, smoothed view->purchase rate
     pop = {d: fs.popularity(before=time, after=time - d * DAY) for d in (1, 7, 30)}
@@ -134,9 +166,13 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     cols["item_trend"] = ((pop[7][i] / 7.0 + 1e-3) / (pop[30][i] / 30.0 + 1e-3)).astype(np.float32)
     cols["item_age_days"] = (np.maximum(time - items.created_s[i], 0) / DAY).astype(np.float32)  # 0: launched at or after the time
     views = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=items.n).astype(np.float64)
+    clicks = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["click"])], minlength=items.n).astype(np.float64)
     buys = np.bincount(fs.ev_item[bought], minlength=items.n).astype(np.float64)
-    prior = buys.sum() / max(views.sum(), 1.0)
-    cols["item_view_to_purchase"] = ((buys[i] + ctx.smoothing * prior) / (views[i] + ctx.smoothing)).astype(np.float32)
+    for name, hits, trials in (("item_view_to_purchase", buys, views), ("item_view_to_click", clicks, views), ("item_click_to_purchase", buys, clicks)):
+        cols[name] = smoothed_rate(hits, trials, ctx.smoothing)[i].astype(np.float32)
+    # attention per day on sale (how often shoppers pick the item when it is shown), last 30 days
+    days_on_sale = np.clip((time - items.created_s) / DAY, 1.0, 30.0)
+    cols["item_views_per_day"] = (pop_views_30d(fs, time) / days_on_sale)[i].astype(np.float32)
 
     # user activity and recency
     end = np.searchsorted(fs.ev_key, uniq * KEY + time, side="left")
