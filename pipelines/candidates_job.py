@@ -19,7 +19,20 @@ from recsys.index import IndexConfig
 from recsys.serving import CandidateJob, CandidateJobError, add_new_items, build_or_load_index, generate_candidates, read_exclusions
 from recsys.sharding import DistContext
 
-model_option = click.option("--model", "model_uri", default=tracking.CHAMPION_URI, show_default=True)
+model_option = click.option(
+    "--model", "model_uri", default=None,
+    help=f"a model URI or bundle folder [default: {tracking.PRODUCTION_URI} when registered (`stylerec train --deploy`), else {tracking.CHAMPION_URI}]",
+)
+
+
+def _default_model(model_uri: str | None, echo: bool = True) -> str:
+    """``--model`` as given, or the serving default (production when it exists, else champion), said aloud."""
+    if model_uri is not None:
+        return model_uri
+    uri = tracking.serving_alias_uri(tracking.MODEL_NAME)
+    if echo:
+        click.echo(f"model: {uri} (the default: {tracking.PRODUCTION!r} when registered, else {tracking.CHAMPION!r})")
+    return uri
 index_kind_choice = click.Choice(["auto", "flat", "ivf", "hnsw"])
 
 
@@ -42,7 +55,7 @@ def _index_config(kind: str, k: int, target: float) -> IndexConfig:
 def index_build(ctx, dataset, model_uri, kind, k, target_recall):
     """Build (and tune) the index for DATASET's items under MODEL."""
     ds = load_ds(ctx, dataset)
-    lm = tracking.load_served_model(ds, model_uri)
+    lm = tracking.load_served_model(ds, _default_model(model_uri))
     folder = index_dir(ctx.obj["workdir"], ds.manifest.name, lm.version)
     idx, _ = build_or_load_index(lm, folder, _index_config(kind, k, target_recall), rebuild=True)
     m = idx.manifest
@@ -57,7 +70,7 @@ def index_add_items(ctx, dataset, model_uri):
     """Embed items that arrived after training (content only) and add them to the index."""
     ds = load_ds(ctx, dataset)
     try:
-        lm = tracking.load_served_model(ds, model_uri, allow_new_items=True)
+        lm = tracking.load_served_model(ds, _default_model(model_uri), allow_new_items=True)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
     folder = index_dir(ctx.obj["workdir"], ds.manifest.name, lm.version)
@@ -112,7 +125,7 @@ def _forwarded(ctx: click.Context) -> list[str]:
 def _candidates(ctx, ranks: DistContext, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind):
     try:
         ds = load_ds(ctx, dataset)
-        lm = tracking.load_served_model(ds, model_uri)
+        lm = tracking.load_served_model(ds, _default_model(model_uri, echo=ranks.is_main))
         excluded, unknown, sha = read_exclusions(Path(exclude) if exclude else None, lm.fs)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -62,7 +62,7 @@ def run_evaluation(
         to_train = [(name, model_variant(name, config.model)) for name in variants]
         if model_uri:
             started = time.perf_counter()
-            lm = tracking.load_served_model(ds, model_uri)
+            lm = tracking.load_served_model(ds, model_uri, evaluated_only=True)
             score("two-tower", lm.recommender, lm.fs, started)
             echo(f"  {'two-tower (' + model_uri + ')':<22} recall@50 {results['two-tower']['all']['recall@50']:.4f}")
         else:

@@ -1,7 +1,8 @@
 """The MLflow pyfunc wrapper of a stylerec two-tower bundle (logged as "model from code").
 
 ``predict`` takes a DataFrame with a ``user_id`` column and returns each user's top-``k``
-items (params ``{"k": 10}``), scored at the dataset's test cutoff. Its signature and
+items (params ``{"k": 10}``), scored at the dataset's test cutoff (a deploy-mode model, trained
+on every event: just after the last event). Its signature and
 input example are given where it is logged (pipelines/tracking.py).
 """
 
@@ -16,12 +17,14 @@ from mlflow.models import set_model
 class StyleRecModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from data.validate import load_dataset
-        from recsys.bundle import read_bundle_config
+        from recsys.bundle import is_deploy, read_bundle_config
         from recsys.serving import load_model
 
         folder = context.artifacts["bundle"]
-        lm = load_model(folder, "pyfunc", load_dataset(read_bundle_config(folder)["dataset_path"]))
+        meta = read_bundle_config(folder)
+        lm = load_model(folder, "pyfunc", load_dataset(meta["dataset_path"]))
         self.fs, self.recommender = lm.fs, lm.recommender
+        self.time = lm.query_time if is_deploy(meta) else self.fs.time_of("test")
         self.row = {u: i for i, u in enumerate(self.fs.user_ids.tolist())}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -34,8 +37,7 @@ class StyleRecModel(mlflow.pyfunc.PythonModel):
         if unknown:
             raise ValueError(f"unknown user id(s) {unknown[:5]}")
         users = np.array([self.row[u] for u in model_input["user_id"]], np.int64)
-        time = self.fs.time_of("test")
-        top = recommend(self.recommender, self.fs, users, time, k, mask_seen=True)
+        top = recommend(self.recommender, self.fs, users, self.time, k, mask_seen=True)
         return pd.DataFrame(
             {
                 "user_id": np.repeat(model_input["user_id"].to_numpy(), k),

@@ -1,7 +1,13 @@
 """`stylerec rank train`: the multi-source ranking stage on top of the registered two-tower,
-tracked in MLflow and registered as ``stylerec-ranker``."""
+tracked in MLflow and registered as ``stylerec-ranker``; with ``--deploy``, its refit on the
+whole timeline for serving (the section at the end)."""
 
 from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict
 
 import click
 
@@ -9,7 +15,7 @@ from data.dataset import DatasetError
 from pipelines import tracking
 from pipelines.common import load_ds
 from recsys.evaluate import load_ground_truth
-from recsys.rank.config import RankConfigError, load_rank_config
+from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
 from recsys.rank.ranker import RankerError
 from recsys.rank.run import ABLATIONS, format_recall, format_test, importance_figure, run_ranking
 
@@ -22,7 +28,7 @@ def _two_tower(ds, model_uri: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        return tracking.load_served_model(ds, model_uri)
+        return tracking.load_served_model(ds, model_uri, evaluated_only=True)
     except (MlflowException, tracking.ModelNotFoundError) as exc:
         raise click.ClickException(f"no two-tower model at {model_uri} ({str(exc).splitlines()[0][:200]}); run `stylerec train` on this dataset first") from exc
 
@@ -79,21 +85,29 @@ def rank_group() -> None:
 @click.option("--model-uri", default=tracking.CHAMPION_URI, show_default=True, help="the two-tower model used as a source and a feature")
 @click.option("--ablations", is_flag=True, help=f"also train and score: {', '.join(ABLATIONS)}")
 @click.option("--register/--no-register", default=True, show_default=True, help=f"register the ranker as {RANKER_NAME}")
+@click.option("--deploy", is_flag=True, help=f"refit on windows ending at the end of the data over {tracking.PRODUCTION_URI}, for the rounds of the last evaluated run; alias {tracking.PRODUCTION!r}")
 @click.pass_context
-def rank_train(ctx, dataset, config_path, model_uri, ablations, register):
+def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy):
     """Train the ranker on DATASET over the candidates of every source, score it on the test
-    fold beside ALS and the two-tower, log it to MLflow and register it."""
+    fold beside ALS and the two-tower, log it to MLflow and register it.
+
+    With --deploy: after an evaluated run, refit it on the whole timeline (docs/ranking.md)."""
     import mlflow
 
     try:
         config = load_rank_config(config_path)
     except RankConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    if deploy:
+        if ablations or ctx.get_parameter_source("model_uri") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(f"--deploy ranks over {tracking.PRODUCTION_URI} and scores nothing; it does not go with --model-uri or --ablations")
+        rank_deploy(load_ds(ctx, dataset), dataset, config, register)
+        return
     ds = load_ds(ctx, dataset)
     try:
         lm = _two_tower(ds, model_uri)
         uri = tracking.setup(EXPERIMENT)
-        with mlflow.start_run(run_name=f"rank-{ds.manifest.name}") as run:
+        with mlflow.start_run(run_name=f"rank-{ds.manifest.name}", tags={RANK_CONFIG_TAG: rank_config_sha256(config)}) as run:
             result = run_ranking(ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=click.echo)
             model_uri_logged = _log(result, ds, config, lm)
             version, promoted = None, False
@@ -107,4 +121,87 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register):
     click.echo(f"MLflow run {run.info.run_id} in {uri}")
     if version:
         click.echo(f"registered {RANKER_NAME} version {version}; champion: {'moved to it' if promoted else 'unchanged'}")
+    click.echo(f"UI: {tracking.ui_hint(uri)}")
+
+
+# -- deploy mode: `stylerec rank train --deploy` -------------------------------------------
+# The number of boosting rounds is the best iteration of the last evaluated ranking run of
+# the same dataset and [rank] config (tagged stylerec.rank_config); the windows end at the
+# end of the data, every one trains, nothing is held out or scored. The two-tower source
+# and features are the deployed two-tower (models:/stylerec@production); the ranker is
+# registered as a version of stylerec-ranker under the alias production.
+
+RANK_CONFIG_TAG = "stylerec.rank_config"  # sha256 of the run's [rank] config
+
+
+def rank_config_sha256(config: RankConfig) -> str:
+    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def last_evaluated_rank_run(client, experiment: str, dataset_fingerprint: str, config_sha256: str):
+    """The newest FINISHED evaluated ranking run (not a deploy-mode one) of this dataset and config, or None."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{RANK_CONFIG_TAG}` = '{config_sha256}' and params.dataset_manifest_sha256 = '{dataset_fingerprint}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return next((r for r in runs if r.data.tags.get(tracking.DEPLOY_TAG) != "true" and "best_iteration" in r.data.metrics), None)
+
+
+def _production_two_tower(ds, dataset_arg: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking.load_served_model(ds, tracking.PRODUCTION_URI)
+    except (MlflowException, tracking.ModelNotFoundError) as exc:
+        raise click.ClickException(
+            f"no deployed two-tower at {tracking.PRODUCTION_URI} ({str(exc).splitlines()[0][:200]}); run `stylerec train {dataset_arg} --deploy` first"
+        ) from exc
+
+
+def rank_deploy(ds, dataset_arg: str, config: RankConfig, register: bool) -> None:
+    """Fit, log and register (alias ``production``) the deploy-mode ranker; prints what it did."""
+    import mlflow
+
+    from recsys.rank.run import deploy_ranking
+
+    config_sha = rank_config_sha256(config)
+    uri = tracking.setup(EXPERIMENT)
+    client = mlflow.tracking.MlflowClient()
+    source = last_evaluated_rank_run(client, EXPERIMENT, ds.manifest.fingerprint, config_sha)
+    if source is None:
+        raise click.ClickException(f"no evaluated ranking run of this dataset and [rank] config; run `stylerec rank train {dataset_arg}` first (with the same --config)")
+    rounds = int(source.data.metrics["best_iteration"])
+    lm = _production_two_tower(ds, dataset_arg)
+    end = int(lm.fs.ev_ts.max()) + 1
+    try:
+        with mlflow.start_run(run_name=f"rank-deploy-{ds.manifest.name}", tags={RANK_CONFIG_TAG: config_sha, tracking.DEPLOY_TAG: "true"}) as run:
+            ranked = deploy_ranking(ds, lm.fs, config, rounds, lm.recommender, echo=click.echo)
+            fit = ranked.fit
+            mlflow.log_params({
+                "job": "rank-deploy", "dataset": ds.manifest.name, "dataset_manifest_sha256": ds.manifest.fingerprint, "two_tower": lm.version,
+                "features": ",".join(fit.features)[:6000], **config.flat_params(),
+                "deploy.from_run": source.info.run_id, "deploy.rounds": rounds, "deploy.windows_end": dt.datetime.fromtimestamp(end, dt.UTC).isoformat(),
+            })
+            mlflow.log_metrics({"train_rows": fit.train_rows})
+            mlflow.log_dict({"importance_gain": fit.importance}, "ranker.json")
+            mlflow.log_figure(importance_figure(fit), "plots/feature_importance.png")
+            logged = mlflow.lightgbm.log_model(fit.model, name="model").model_uri
+            version = None
+            if register:
+                version = tracking.register_production(client, logged, RANKER_NAME, {
+                    "run_id": run.info.run_id, "dataset_fingerprint": ds.manifest.fingerprint, "two_tower": lm.version,
+                    "from_run": source.info.run_id, "rounds": rounds,
+                })
+                mlflow.set_tags({"registered_version": version, tracking.PRODUCTION: "True"})
+    except (DatasetError, RankerError, RankConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{rounds} rounds: the best iteration of evaluated ranking run {source.info.run_id}; two-tower {lm.version}")
+    click.echo("a deploy run has no held-out window: no validation or test metrics (the evaluated run's metrics are its estimate)")
+    click.echo(f"MLflow run {run.info.run_id} in {uri}")
+    if version:
+        click.echo(f"registered {RANKER_NAME} version {version}; {tracking.PRODUCTION}: moved to it ({tracking.CHAMPION} unchanged)")
     click.echo(f"UI: {tracking.ui_hint(uri)}")

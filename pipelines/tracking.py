@@ -16,7 +16,10 @@ DEFAULT_URI = "sqlite:///mlflow/mlflow.db"
 ARTIFACTS_DIR = Path("mlflow/artifacts")
 MODEL_NAME = "stylerec"
 CHAMPION = "champion"
-CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"  # the default model of every serving job
+CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"  # the best evaluated model (validation score)
+PRODUCTION = "production"  # the deploy-mode refit of an evaluated run on every event (`train --deploy`)
+PRODUCTION_URI = f"models:/{MODEL_NAME}@{PRODUCTION}"
+DEPLOY_TAG = "stylerec.deploy"  # "true" on deploy-mode runs and model versions
 OFFLINE_EVAL = "stylerec/offline-eval"
 
 
@@ -138,11 +141,32 @@ def fetch_bundle(model: str) -> tuple[Path, str]:
     return local, label
 
 
-def load_served_model(ds, model: str, allow_new_items: bool = False):
-    """A registered model (URI) or bundle folder, loaded for serving ``ds`` (recsys.serving.LoadedModel)."""
+def serving_alias_uri(name: str = MODEL_NAME) -> str:
+    """``models:/<name>@production`` when that alias exists in the store, else
+    ``models:/<name>@champion``: what serving jobs use by default."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    use_store()
+    try:
+        MlflowClient().get_model_version_by_alias(name, PRODUCTION)
+    except MlflowException:
+        return f"models:/{name}@{CHAMPION}"
+    return f"models:/{name}@{PRODUCTION}"
+
+
+def load_served_model(ds, model: str, allow_new_items: bool = False, evaluated_only: bool = False):
+    """A registered model (URI) or bundle folder, loaded for serving ``ds`` (recsys.serving.LoadedModel).
+    ``evaluated_only`` refuses a deploy-mode model (its training saw the test fold)."""
+    from recsys.bundle import is_deploy, read_bundle_config
     from recsys.serving import load_model
 
     folder, version = fetch_bundle(model)
+    if evaluated_only and is_deploy(read_bundle_config(folder)):
+        raise ModelNotFoundError(
+            f"{model} ({version}) was trained in deploy mode, on the test fold too, so it cannot be scored on it; "
+            f"use an evaluated model such as {CHAMPION_URI}"
+        )
     return load_model(folder, version, ds, allow_new_items)
 
 
@@ -158,7 +182,7 @@ def find_trained(dataset_fingerprint: str, config_sha256: str):
         return None
     matching = [
         v for v in versions
-        if v.tags.get("dataset_fingerprint") == dataset_fingerprint and v.tags.get("config_sha256") == config_sha256
+        if v.tags.get("dataset_fingerprint") == dataset_fingerprint and v.tags.get("config_sha256") == config_sha256 and v.tags.get(DEPLOY_TAG) != "true"
     ]
     return max(matching, key=lambda v: int(v.version), default=None)
 
@@ -227,7 +251,7 @@ def model_signature():
     )
 
 
-def _log_model(result, ds, config, run_id: str):
+def _log_model(result, ds, config, run_id: str, deploy: bool = False):
     """Log the model files and the pyfunc model (with its signature and an input example:
     a real user, so MLflow's check of the example runs the model)."""
     import mlflow
@@ -236,7 +260,7 @@ def _log_model(result, ds, config, run_id: str):
     from recsys.training_run import write_model_files
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_model_files(Path(tmp), result, ds, config, run_id)
+        files = write_model_files(Path(tmp), result, ds, config, run_id, deploy=deploy)
         mlflow.log_artifact(str(files.item_embeddings), "embeddings")
         mlflow.log_artifact(str(files.config))
         return mlflow.pyfunc.log_model(
@@ -321,6 +345,119 @@ def format_outcome(out: TrainOutcome) -> str:
     ]
     if out.version:
         lines.append(f"registered {MODEL_NAME} version {out.version}; champion: {'moved to it' if out.promoted else 'unchanged'}")
+    lines.append(f"UI: {ui_hint(out.tracking_uri)}")
+    return "\n".join(lines)
+
+
+# -- deploy mode: refit an evaluated run on every event -----------------------------------
+
+
+class DeployError(Exception):
+    """A deploy-mode run that cannot start (no evaluated run to take its settings from)."""
+
+
+def no_evaluated_run(dataset: str) -> str:
+    return f"no evaluated run of this dataset and config; run `stylerec train {dataset}` first (with the same --config and --seed)"
+
+
+def last_evaluated_run(client, key: str):
+    """The newest FINISHED evaluated training run (not a deploy-mode one) tagged with the run
+    key ``key`` (dataset + split + config), or None."""
+    experiment = client.get_experiment_by_name(OFFLINE_EVAL)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return next((r for r in runs if r.data.tags.get(DEPLOY_TAG) != "true" and "best_epoch" in r.data.metrics), None)
+
+
+@dataclass
+class DeployOutcome:
+    run_id: str
+    source_run_id: str
+    epochs: int
+    result: object  # recsys.train.TrainResult (no validation score)
+    trained_until: str  # the last event's time (ISO)
+    version: str | None
+    tracking_uri: str
+
+
+def _log_deploy_epoch(log) -> None:
+    import mlflow
+
+    mlflow.log_metrics({"loss": log.loss, "examples_per_s": log.examples_per_s, "epoch_seconds": log.seconds}, step=log.epoch)
+
+
+def register_production(client, model_uri: str, name: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a version of ``name`` tagged as a deploy-mode model and move
+    ``production`` to it (``champion``, the evaluated models' alias, is left alone)."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name)
+    for key, value in {DEPLOY_TAG: "true", **tags}.items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    client.set_registered_model_alias(name, PRODUCTION, version.version)
+    return str(version.version)
+
+
+def deploy_and_track(ds, config, workdir: Path, progress: bool = True, register: bool = True, dataset_arg: str | None = None) -> DeployOutcome:
+    """Deploy mode: take the epoch count of the last evaluated run of this dataset, split and
+    config, retrain from scratch on every event up to the end of the data for that many
+    epochs, log the run (no validation or test metrics: nothing is held out) and register it
+    under ``production``. ``dataset_arg``: the dataset as the user named it (for messages)."""
+    import datetime as dt
+
+    import mlflow
+
+    from data.io import folder_lock
+    from recsys.training_run import checkpoint_dir, features_for, run_key, single_process_trainer
+
+    key = checkpoint_dir(workdir, ds, config).name
+    uri = setup(OFFLINE_EVAL)
+    client = mlflow.tracking.MlflowClient()
+    source = last_evaluated_run(client, key)
+    if source is None:
+        raise DeployError(no_evaluated_run(dataset_arg or ds.manifest.name))
+    epochs = int(source.data.metrics["best_epoch"]) + 1
+    if epochs < 1:
+        raise DeployError(f"evaluated run {source.info.run_id} chose no epoch (its validation Recall@50 was never a number); fix that run first")
+    fs = features_for(ds, config, deploy=True)
+    until = dt.datetime.fromtimestamp(int(fs.ev_ts.max()), dt.UTC).isoformat()
+    ckpt = workdir / "runs" / ds.manifest.name / f"{key}-deploy"
+    with folder_lock(ckpt, what=f"stylerec train {ds.manifest.name} --deploy"):
+        stale = mark_stale_runs_killed(client, ckpt.name)
+        if stale:
+            click.echo(f"marked {len(stale)} earlier MLflow run(s) of this deploy KILLED (left RUNNING by a killed process): {', '.join(stale)}")
+        with mlflow.start_run(run_name=f"deploy-{ds.manifest.name}", tags={RUN_KEY_TAG: ckpt.name, DEPLOY_TAG: "true"}) as run:
+            _log_run_params(ds, config, fs, False, {"job": "train-deploy", "deploy.from_run": source.info.run_id, "deploy.epochs": epochs, "deploy.trained_until": until})
+            started = time.perf_counter()
+            result = single_process_trainer(config, progress)(fs, ckpt, _log_deploy_epoch).fit_fixed(epochs)
+            trained = result.features
+            mlflow.log_metrics({"train_seconds": time.perf_counter() - started, "vocab_users": int(trained.user_index.max()), "vocab_items": int(trained.items.id_index.max())})
+            info = _log_model(result, ds, config, run.info.run_id, deploy=True)
+            version = None
+            if register:
+                version = register_production(client, info.model_uri, MODEL_NAME, {
+                    "run_id": run.info.run_id, "dataset_fingerprint": ds.manifest.fingerprint, "config_sha256": run_key(ds, config),
+                    "from_run": source.info.run_id, "epochs": epochs,
+                })
+                mlflow.set_tags({"registered_version": version, PRODUCTION: "True"})
+    return DeployOutcome(run.info.run_id, source.info.run_id, epochs, result, until, version, uri)
+
+
+def format_deploy_outcome(out: DeployOutcome) -> str:
+    fs = out.result.features
+    lines = [
+        f"deploy mode: trained on every event up to {out.trained_until} (train + validation + test folds; "
+        f"{int(fs.user_index.max()):,} users and {int(fs.items.id_index.max()):,} items with ids) for {out.epochs} epoch(s), "
+        f"the epoch count of evaluated run {out.source_run_id}",
+        "a deploy run has no held-out fold: no validation or test metrics (the evaluated run's metrics are its estimate)",
+        f"MLflow run {out.run_id} in {out.tracking_uri}",
+    ]
+    if out.version:
+        lines.append(f"registered {MODEL_NAME} version {out.version}; {PRODUCTION}: moved to it ({CHAMPION} unchanged)")
     lines.append(f"UI: {ui_hint(out.tracking_uri)}")
     return "\n".join(lines)
 

@@ -24,12 +24,20 @@ def _torchrun_args(ctx, dataset, config_path, seed, epochs, resume, sharding) ->
 @click.command("train")
 @training_options
 @click.option("--nproc", type=click.IntRange(min=1), default=None, help="train on N ranks of this machine (torchrun, TorchRec DistributedModelParallel)")
+@click.option(
+    "--deploy", is_flag=True,
+    help=f"refit on every event up to the end of the data, for the epoch count of the last evaluated run of this dataset and config; registered under the alias {tracking.PRODUCTION!r}, never {tracking.CHAMPION!r}",
+)
 @click.pass_context
-def train_cmd(ctx, dataset, config_path, seed, epochs, resume, sharding, nproc):
+def train_cmd(ctx, dataset, config_path, seed, epochs, resume, sharding, nproc, deploy):
     """Train the style-aware two-tower model on DATASET, evaluate it, log and register it.
 
     With --nproc N it runs `torchrun --standalone --nproc_per_node=N -m pipelines.train`
-    with the same arguments."""
+    with the same arguments. With --deploy it trains on the whole timeline instead (after
+    an evaluated run: `stylerec train DATASET`, then `stylerec train DATASET --deploy`)."""
+    if deploy:
+        _deploy(ctx, dataset, config_path, seed, epochs=epochs, resume=resume, sharding=sharding, nproc=nproc)
+        return
     if nproc is not None:
         ctx.exit(launch(nproc, "pipelines.train", _torchrun_args(ctx, dataset, config_path, seed, epochs, resume, sharding)))
     if sharding is not None:
@@ -41,3 +49,16 @@ def train_cmd(ctx, dataset, config_path, seed, epochs, resume, sharding, nproc):
     except (ConfigError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(tracking.format_outcome(out))
+
+
+def _deploy(ctx, dataset, config_path, seed, **not_with_deploy) -> None:
+    given = [f"--{name}" for name, value in not_with_deploy.items() if value not in (None, False)]
+    if given:
+        raise click.UsageError(f"--deploy takes the epoch count from the evaluated run and trains in one process; it does not go with {', '.join(given)}")
+    try:
+        config = load_run_config(config_path, train_overrides(seed, None))
+        ds = load_dataset(resolve_dataset(dataset, ctx.obj["workdir"]))
+        out = tracking.deploy_and_track(ds, config, ctx.obj["workdir"], dataset_arg=dataset)
+    except (ConfigError, DatasetError, tracking.DeployError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(tracking.format_deploy_outcome(out))

@@ -61,6 +61,11 @@ def read_bundle_config(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def is_deploy(meta: dict) -> bool:
+    """Whether a bundle's model was trained in deploy mode (on every event, test fold included)."""
+    return bool(meta.get("deploy", False))
+
+
 def feature_config_from(meta: dict) -> FeatureConfig:
     cfg = dict(meta["feature_config"])
     cfg["eval_events"] = tuple(cfg["eval_events"])
@@ -99,7 +104,7 @@ def load_for_dataset(folder: Path, ds: ValidatedDataset, allow_new_items: bool =
                 f"{folder}: model was trained on dataset {meta['dataset_fingerprint'][:12]}…, not {ds.manifest.fingerprint[:12]}… ({why})"
                 + ("" if allow_new_items else "; only a catalogue that grew can be used, with new items allowed")
             )
-    fs = build_features(ds, load_or_create_split(ds), feature_config_from(meta), encoders=encoders_from(meta))
+    fs = build_features(ds, load_or_create_split(ds), feature_config_from(meta), encoders=encoders_from(meta), through_end=is_deploy(meta))
     fs = fs.with_vocab(tuple(meta["vocab_folds"]))
     saved_vocab = Vocab(**meta["vocab"])
     vocab = Vocab.of(fs)

@@ -27,6 +27,7 @@ from recsys.model import TwoTower, TwoTowerConfig, Vocab, user_batch_tensors
 
 
 KEEP_CHECKPOINTS = ("last_and_best", "all")
+ALL_FOLDS = ("train", "val", "test")  # deploy mode trains on every fold: the whole timeline
 
 
 def prune_checkpoints(folder: Path, keep_epochs: set[int]) -> None:
@@ -286,13 +287,42 @@ class Trainer:
 
     def _refit(self, epochs: int) -> tuple[TwoTower, FeatureSet]:
         """Retrain from scratch on train + validation (ids of both in the vocabulary)."""
-        fs = self.fs.with_vocab(("train", "val"))
-        examples = fs.training_examples(("train", "val"))
+        model, fs, _ = self._train_on(("train", "val"), epochs, "refit")
+        return model, fs
+
+    def _train_on(self, folds: tuple[str, ...], epochs: int, desc: str, report: bool = False) -> tuple[TwoTower, FeatureSet, list[EpochLog]]:
+        """Train from scratch for exactly ``epochs`` on the examples of ``folds``, with the
+        ids of those folds in the vocabulary; no validation. With ``report`` every epoch goes
+        to ``on_epoch`` (its validation Recall@50 NaN: there is none)."""
+        fs = self.fs.with_vocab(folds)
+        examples = fs.training_examples(folds)
+        if len(examples) == 0:
+            raise ValueError(f"no training examples in the {' + '.join(folds)} fold(s)")
         log_q = torch.from_numpy(fs.item_log_q(examples))
         run = self.start(fs)
+        history: list[EpochLog] = []
         for epoch in range(epochs):
-            self.run_epoch(run, fs, examples, log_q, epoch, desc=f"refit {epoch}")
-        return self.full_model(run), fs
+            loss, seen, seconds = self.run_epoch(run, fs, examples, log_q, epoch, desc=f"{desc} {epoch}")
+            history.append(EpochLog(epoch, loss, float("nan"), seconds, seen / max(seconds, 1e-9)))
+            if report and self.on_epoch and self.is_main:
+                self.on_epoch(history[-1])
+        return self.full_model(run), fs, history
+
+    def fit_fixed(self, epochs: int, folds: tuple[str, ...] = ALL_FOLDS) -> TrainResult:
+        """Deploy mode: train from scratch on every event of ``folds`` (default: the whole
+        timeline, train + validation + test) for exactly ``epochs`` epochs, chosen by an
+        evaluated run; no validation, no early stopping, no checkpoints to resume. Every
+        user and item with an event in ``folds`` gets an id."""
+        if epochs < 1:
+            raise ValueError(f"a fixed-epoch run needs at least one epoch, got {epochs}")
+        if self.tcfg.threads:
+            torch.set_num_threads(self.tcfg.threads)
+        model, fs, history = self._train_on(tuple(folds), epochs, "deploy", report=True)
+        model.eval()
+        if self.checkpoint_dir is not None and self.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            save_weights(model, self.checkpoint_dir / "final.safetensors")
+        return TrainResult(model, fs, epochs - 1, float("nan"), history)
 
     def run_epoch(self, run: TrainingRun, fs: FeatureSet, examples: Examples, log_q: torch.Tensor, epoch: int, desc: str | None = None) -> tuple[float, int, float]:
         """One pass over shuffled examples: (mean loss, examples seen, seconds)."""

@@ -28,7 +28,7 @@ from recsys.bundle import save_bundle
 from recsys.config import RunConfig
 from recsys.evaluate import EvalConfig, evaluate, load_ground_truth
 from recsys.features import FeatureSet, build_features
-from recsys.train import Trainer, TrainResult, TwoTowerRecommender
+from recsys.train import ALL_FOLDS, Trainer, TrainResult, TwoTowerRecommender
 from style.embeddings import META_FILE, STYLE_DIR
 from style.networks import encoder_info
 
@@ -38,7 +38,10 @@ _TRAINING_CODE = ("features", "model", "losses", "train", "distributed_train", "
 TrainerFactory = Callable[[FeatureSet, Path, Callable | None], Trainer]
 
 
-DEPLOY_HINT = "training on everything up to the end of the data needs a deploy mode (planned as `stylerec train --deploy`)"
+DEPLOY_HINT = (
+    "to train on every event up to the end of the data, keep a split with held-out folds, evaluate on it "
+    "(`stylerec train DATASET`), then refit on everything with `stylerec train DATASET --deploy`"
+)
 
 
 def check_folds(split: Split, where: str) -> None:
@@ -58,13 +61,14 @@ def split_identity(split: Split) -> str:
     return hashlib.sha256(json.dumps(split.to_json(), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def features_for(ds: ValidatedDataset, config: RunConfig) -> FeatureSet:
+def features_for(ds: ValidatedDataset, config: RunConfig, deploy: bool = False) -> FeatureSet:
     """Build the feature set; fails before training when a validation or test fold is empty,
-    or when style vectors are needed but absent or broken."""
+    or when style vectors are needed but absent or broken. ``deploy``: item texts mix every
+    review up to the end of the data (the folds are the saved split's; deploy mode trains on all)."""
     split = load_or_create_split(ds)
     check_folds(split, str(ds.dir.root))
     uses_style = bool({"style", "user_style"} & (set(config.model.item_features) | set(config.model.user_features)))
-    return build_features(ds, split, config.features, require_style=uses_style)
+    return build_features(ds, split, config.features, require_style=uses_style, through_end=deploy)
 
 
 def _code_files(root: Path, name: str) -> list[Path]:
@@ -147,12 +151,14 @@ class ModelFiles:
     config: Path
 
 
-def write_model_files(folder: Path, result: TrainResult, ds: ValidatedDataset, config: RunConfig, run_id: str) -> ModelFiles:
-    """The model bundle, the item-tower embeddings (parquet) and the run config (JSON)."""
+def write_model_files(folder: Path, result: TrainResult, ds: ValidatedDataset, config: RunConfig, run_id: str, deploy: bool = False) -> ModelFiles:
+    """The model bundle, the item-tower embeddings (parquet) and the run config (JSON).
+    A ``deploy`` model (trained on every fold) has the ids of every fold and says so."""
+    vocab_folds = ALL_FOLDS if deploy else ("train", "val") if config.train.refit else ("train",)
     bundle = save_bundle(
         folder / "bundle", result.model, result.features,
-        vocab_folds=("train", "val") if config.train.refit else ("train",),
-        extra={"dataset_path": str(ds.dir.root.resolve()), "run_id": run_id, "config": config.to_json()},
+        vocab_folds=vocab_folds,
+        extra={"dataset_path": str(ds.dir.root.resolve()), "run_id": run_id, "config": config.to_json(), "deploy": deploy},
         tables_sha256=ds.manifest.content_sha256,
     )
     item_vecs = TwoTowerRecommender(result.model, result.features).item_matrix().numpy()

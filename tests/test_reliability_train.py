@@ -38,7 +38,7 @@ def test_empty_test_fold_is_refused_before_training(make_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, [*wd, "train", str(root), "--epochs", "1"])
     assert result.exit_code != 0
-    assert "an empty test fold" in result.output and "empty validation" in result.output and "stylerec train --deploy" in result.output
+    assert "an empty test fold" in result.output and "empty validation" in result.output and "`stylerec train DATASET --deploy`" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "wd" / "runs").exists()
 
 

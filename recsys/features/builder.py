@@ -20,11 +20,14 @@ def build_features(
     config: FeatureConfig | None = None,
     require_style: bool = True,
     encoders: ItemEncoders | None = None,
+    through_end: bool = False,
 ) -> FeatureSet:
     """Compute (or load from cache) every frozen feature of ``ds`` under ``split``.
 
     ``encoders`` (from a trained model's bundle) fix the category list, price buckets and
-    style centre; without them they are derived from this catalogue.
+    style centre; without them they are derived from this catalogue. Item texts mix in the
+    reviews written before the test cutoff, or, ``through_end`` (deploy mode: a model that
+    learns from every event), every review up to the end of the data.
     """
     cfg = config or FeatureConfig()
     item_ids = np.sort(ds.items["item_id"].to_numpy()).astype(object)
@@ -42,8 +45,8 @@ def build_features(
     text_plain = text.astype(np.float32, copy=True)
     reviews = review_table(ds, item_row, user_row)
     review_vecs = embedder.embed([t or "" for t in reviews["text"].to_list()]) if reviews.height else np.zeros((0, TEXT_DIM), np.float32)
-    if split.test_start is not None and reviews.height:
-        before = (reviews["ts"] < split.test_start).to_numpy()
+    if (through_end or split.test_start is not None) and reviews.height:
+        before = np.ones(reviews.height, bool) if through_end else (reviews["ts"] < split.test_start).to_numpy()
         mix_review_text(text, reviews["i"].to_numpy()[before], review_vecs[before], cfg.review_text_weight)
 
     encoders = encoders or derive_encoders(items_sorted, item_prices(items_sorted), style.space, cfg)

@@ -6,7 +6,8 @@ sources fitted and features computed at the window's start, labels = the graded 
 the window (purchase 3 > cart 2 > click 1 > none 0, the event codes), for the users with
 at least one labelled candidate. Earlier windows train (negatives sampled per user), the
 last validates (every candidate; NDCG@10, early stopping), then the model is refit on all
-windows with the chosen number of trees.
+windows with the chosen number of trees. Deploy mode (``rounds`` given, the windows ending at
+the end of the data) skips the validation: every window trains, for that many trees.
 """
 
 from __future__ import annotations
@@ -111,39 +112,51 @@ def _dataset(frames: list[pl.DataFrame], names: list[str]):
     return lightgbm.Dataset(x, y, group=groups, feature_name=names, free_raw_data=False)
 
 
-def fit_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
+def fit_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), rounds: int | None = None) -> RankerFit:
     """Train on the windows before ``cutoff``; validate on the last; refit on all.
 
-    ``exclude``: features left out (ablations)."""
+    ``exclude``: features left out (ablations). ``rounds`` (deploy mode, with ``cutoff`` the
+    end of the data): no validation window; every window trains and the model gets exactly
+    ``rounds`` trees (the best iteration of an evaluated run); its validation fields are
+    NaN / empty / 0."""
     import lightgbm
 
     cfg = gen.config
+    if rounds is not None and rounds < 1:
+        raise RankerError(f"a fixed number of boosting rounds must be >= 1, got {rounds}")
     width = int(cfg.window_days * DAY)
     starts = window_starts(cutoff, cfg)
-    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:-1])]
-    val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
-    frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
-    train_rows = sum(f.height for f in frames[:-1])
-    if not train_rows or not val.height:
-        raise RankerError(f"no user has a labelled candidate in the training ({train_rows} rows) or validation ({val.height} rows) windows; use more or longer windows")
+    last = len(starts) if rounds is not None else len(starts) - 1  # the windows built as training ones
+    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:last])]
+    val = pl.DataFrame()
+    if rounds is None:
+        val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
+        frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
+    training = frames[:last]
+    train_rows = sum(f.height for f in training)
+    if not train_rows or (rounds is None and not val.height):
+        where = f"training ({train_rows} rows) or validation ({val.height} rows) windows" if rounds is None else f"windows ({train_rows} rows)"
+        raise RankerError(f"no user has a labelled candidate in the {where}; use more or longer windows")
     names = feature_names(next(f for f in frames if f.height), exclude)
-    check_features(pl.concat([f.select(names) for f in frames[:-1] if f.height]), names)
+    check_features(pl.concat([f.select(names) for f in training if f.height]), names)
 
     params = lgbm_params(cfg)
-    train_set = _dataset(frames[:-1], names)
-    val_set = lightgbm.Dataset(
-        val.select(names).to_numpy().astype(np.float32), val["label"].to_numpy(), group=_groups(val), feature_name=names, reference=train_set
-    )
-    evals: dict = {}
-    booster = lightgbm.train(
-        params, train_set, num_boost_round=cfg.n_estimators, valid_sets=[val_set], valid_names=["val"],
-        callbacks=[lightgbm.early_stopping(cfg.early_stopping_rounds, verbose=False), lightgbm.record_evaluation(evals)],
-    )
-    curve = [float(v) for v in evals["val"]["ndcg@10"]]
-    best = int(booster.best_iteration or len(curve))
-    final = lightgbm.train(params, _dataset(frames, names), num_boost_round=best)
+    curve: list[float] = []
+    if rounds is None:  # early stopping on the validation window picks the rounds
+        train_set = _dataset(training, names)
+        val_set = lightgbm.Dataset(
+            val.select(names).to_numpy().astype(np.float32), val["label"].to_numpy(), group=_groups(val), feature_name=names, reference=train_set
+        )
+        evals: dict = {}
+        booster = lightgbm.train(
+            params, train_set, num_boost_round=cfg.n_estimators, valid_sets=[val_set], valid_names=["val"],
+            callbacks=[lightgbm.early_stopping(cfg.early_stopping_rounds, verbose=False), lightgbm.record_evaluation(evals)],
+        )
+        curve = [float(v) for v in evals["val"]["ndcg@10"]]
+        rounds = int(booster.best_iteration or len(curve))
+    final = lightgbm.train(params, _dataset(frames, names), num_boost_round=rounds)
     importance = dict(zip(names, (float(v) for v in final.feature_importance("gain")), strict=True))
-    return RankerFit(final, names, best, curve[best - 1], curve, train_rows, val.height, importance)
+    return RankerFit(final, names, rounds, curve[rounds - 1] if curve else float("nan"), curve, train_rows, val.height, importance)
 
 
 class RankedRecommender:

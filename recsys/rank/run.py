@@ -66,12 +66,17 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
     raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
 
 
-def _ranked(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str) -> RankedRecommender:
-    """The ranker fitted before the test cutoff, its lists shown for the whole test fold
-    (items launched during it are candidates, as for every model the evaluation scores)."""
+def _ranked(
+    ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str,
+    cutoff: int | None = None, rounds: int | None = None,
+) -> RankedRecommender:
+    """The ranker fitted on windows before ``cutoff`` (default: the test cutoff; ``rounds``: see
+    fit_ranker), its lists shown until the end of the data (items launched after the cutoff
+    are candidates, as for every model the evaluation scores on the test fold)."""
     gen = CandidateGenerator(fs, config, two_tower)
     ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
-    return RankedRecommender(gen, ctx, fit_ranker(gen, ctx, fs.time_of("test"), exclude), name, until=int(fs.ev_ts.max()) + 1)
+    fit = fit_ranker(gen, ctx, fs.time_of("test") if cutoff is None else cutoff, exclude, rounds)
+    return RankedRecommender(gen, ctx, fit, name, until=int(fs.ev_ts.max()) + 1)
 
 
 def run_ranking(
@@ -103,6 +108,17 @@ def run_ranking(
         echo(f"  {name}: best round {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}")
         test[name] = evaluate(variant, fs, EVAL, truth_style)
     return RankingResult(fit, recommender, recall, test)
+
+
+def deploy_ranking(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, rounds: int, two_tower: Recommender | None = None, echo: Callable[[str], None] = lambda _: None) -> RankedRecommender:
+    """Deploy mode: the ranker fitted on the windows that end at the end of the data (query
+    time: just after the last event), every window training, for exactly ``rounds`` trees
+    (an evaluated run's best iteration); nothing is held out, so nothing is scored."""
+    end = int(fs.ev_ts.max()) + 1
+    echo(f"deploy mode: training the ranker on {config.windows} windows of {config.window_days:g} days ending at the end of the data, {rounds} rounds, no validation window")
+    recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker", cutoff=end, rounds=rounds)
+    echo(f"  {recommender.fit.train_rows} training rows")
+    return recommender
 
 
 def format_recall(recall: dict[str, dict[str, float]]) -> str:
