@@ -17,6 +17,19 @@ from recsys.serving import CandidateJob, CandidateJobError
 
 SOURCES = {"two_tower": 30, "als": 30, "item_cf": 30, "style_knn": 20, "new_arrivals": 10}
 FAST = RankConfig(sources=SOURCES, n_estimators=20, early_stopping_rounds=5, negatives_per_user=10, als_factors=8, als_iterations=3)
+RANK_TOML = """[rank]
+n_estimators = 20
+early_stopping_rounds = 5
+negatives_per_user = 10
+als_factors = 8
+als_iterations = 3
+[rank.sources]
+two_tower = 30
+als = 30
+item_cf = 30
+style_knn = 20
+new_arrivals = 10
+"""
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +112,85 @@ def test_ranked_lists_are_the_ranked_union_without_bought_or_excluded(served, tm
         _pin_job(tmp_path / "ranked", {**job.__dict__, "model_version": served.two_tower.version})
     with pytest.raises(CandidateJobError, match="different job"):
         generate_ranked_candidates(served, tmp_path / "ranked", CandidateJob(k=5, chunk_size=64), excluded, progress=False)
+
+
+# -- the jobs: candidates --rank, ab simulate with a ranked arm, evaluate's ranker rows --------
+
+
+def test_candidates_rank_without_a_ranker_says_train_first(tiny_embedded, tmp_path, mlflow_store):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["--workdir", str(tmp_path / "wd"), "candidates", str(tiny_embedded), "--rank"])
+    assert result.exit_code != 0 and "no ranker registered at models:/stylerec-ranker@champion" in result.output, result.output
+    assert "run `stylerec rank train DATASET` first" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["candidates", str(tiny_embedded), "--rank", "--nproc", "2"])
+    assert result.exit_code != 0 and "drop --nproc" in result.output
+
+
+def test_a_ranker_names_its_two_tower():
+    from pipelines.ranker_store import two_tower_uri
+
+    assert two_tower_uri("stylerec/3") == "models:/stylerec/3"
+    assert two_tower_uri("runs:/abc/model") == "runs:/abc/model"
+    assert two_tower_uri("bundle-0123456789ab") is None and two_tower_uri("") is None
+
+
+@pytest.mark.slow
+def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, mlflow_store):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_embedded, root)
+    train_toml = tmp_path / "fast.toml"
+    train_toml.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
+    rank_toml = tmp_path / "rank.toml"
+    rank_toml.write_text(RANK_TOML)
+    runner = CliRunner()
+    wd = ["--workdir", str(tmp_path / "wd")]
+    for args in (["train", str(root), "--config", str(train_toml)], ["rank", "train", str(root), "--config", str(rank_toml)]):
+        result = runner.invoke(cli, [*wd, *args])
+        assert result.exit_code == 0, result.output
+
+    # candidates --rank --explain
+    out = tmp_path / "ranked"
+    result = runner.invoke(cli, [*wd, "candidates", str(root), "--rank", "--k", "10", "--explain", "--chunk-size", "128", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ranker stylerec-ranker/1 over two-tower stylerec/1" in result.output and "ranked lists: 300 users in 3 parts" in result.output
+    df = pl.read_parquet(out / "part-*.parquet")
+    assert df.columns == ["user_id", "rank", "item_id", "score", "model_version", "sources", "top_contributions"]
+    assert set(df["model_version"]) == {"stylerec-ranker/1"} and df.group_by("user_id").len()["len"].max() == 10
+    by_user = df.group_by("user_id").agg(pl.col("score").diff().max().fill_null(0).alias("rise"))
+    assert (by_user["rise"] <= 0).all()
+    ds_buys = pl.read_parquet(root / "interactions.parquet").filter(pl.col("event") == "purchase").select("user_id", "item_id")
+    assert df.join(ds_buys, on=["user_id", "item_id"]).height == 0
+    assert df["sources"].list.len().min() >= 1 and df["top_contributions"].list.len().min() == 3
+    assert json.loads((out / "_job.json").read_text())["ranker_version"] == "stylerec-ranker/1"
+    # the unranked job refuses the ranked job's folder
+    result = runner.invoke(cli, [*wd, "candidates", str(root), "--k", "10", "--out", str(out)])
+    assert result.exit_code != 0 and "different job" in result.output
+
+    # the ranked lists as an arm of a simulated experiment
+    sim = tmp_path / "sim"
+    result = runner.invoke(cli, [*wd, "ab", "simulate", str(root), "--control", "als", "--treatment", "ranked", "--users", "300", "--days", "10", "--out", str(sim), "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert "treatment (ranked)" in result.output
+    summary = json.loads((sim / "simulation.json").read_text())
+    assert summary["treatment"] == "ranked" and summary["expected_purchases_per_user"]["treatment"] > 0
+    result = runner.invoke(cli, [*wd, "ab", "simulate", str(root), "--control", "ranked:models:/stylerec-ranker/1", "--treatment", "als", "--users", "200", "--days", "5", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "wd" / "ab" / "stylemart-tiny-ranked-models-stylerec-ranker-1-vs-als" / "simulation.json").is_file()
+
+    # evaluate: the ranker rows beside every other
+    result = runner.invoke(cli, [*wd, "evaluate", str(root), "--config", str(train_toml), "--model-uri", "models:/stylerec@champion", "--variants", "none", "--rank-config", str(rank_toml)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "wd" / "reports" / "offline-eval-stylemart-tiny.json").read_text())["results"]
+    for name in ("als", "two-tower", "multi-source + ranker", "two-tower + ranker"):
+        assert f"\n{name} " in result.output, name
+        assert set(report[name]) == set(report["als"]), name
