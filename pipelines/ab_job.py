@@ -11,6 +11,7 @@ import polars as pl
 from data.dataset import DatasetError
 from pipelines import tracking
 from pipelines.common import load_ds
+from pipelines.ranker_store import load_ranker
 from recsys.ab.analysis import ABConfig, ABInputError
 from recsys.ab.report import build_report, load_config, write_report
 from recsys.ab.simulate import simulate_experiment, write_simulation
@@ -72,7 +73,10 @@ def report_cmd(assignments, events, aggregated, config_path, sequential, out, no
 
 def simulate(ds, control: str, treatment: str, n_users: int, days: float, seed: int, out: Path, k: int = 10) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Simulate the experiment and write its tables to ``out``; (assignments, events, summary)."""
-    assignments, events, summary = simulate_experiment(ds, control, treatment, n_users, days, seed, lambda spec: tracking.load_served_model(ds, spec), k)
+    assignments, events, summary = simulate_experiment(
+        ds, control, treatment, n_users, days, seed, lambda spec: tracking.load_served_model(ds, spec), k,
+        load_ranker=lambda uri: load_ranker(ds, uri or tracking.RANKER_CHAMPION_URI),
+    )
     write_simulation(out, assignments, events, summary)
     return assignments, events, summary
 
@@ -87,13 +91,19 @@ def report_simulation(assignments: pl.DataFrame, events: pl.DataFrame, out: Path
 
 
 def _slug(spec: str) -> str:
-    return spec.replace(":/", "-").replace("/", "-").replace("@", "-")
+    return spec.replace(":/", "-").replace("/", "-").replace("@", "-").replace(":", "-")
+
+
+POLICY_HELP = (
+    "popularity | als | random | a two-tower model URI or bundle folder | ranked (the registered ranker "
+    f"{tracking.RANKER_CHAMPION_URI} re-ordering its candidate union) | ranked:RANKER_URI (e.g. ranked:models:/{tracking.RANKER_NAME}/3)"
+)
 
 
 @ab_group.command("simulate")
 @click.argument("dataset")
-@click.option("--control", default="als", show_default=True, help="popularity | als | random | a model URI or bundle folder")
-@click.option("--treatment", default=tracking.CHAMPION_URI, show_default=True)
+@click.option("--control", default="als", show_default=True, help=POLICY_HELP)
+@click.option("--treatment", default=tracking.CHAMPION_URI, show_default=True, help="as --control")
 @click.option("--users", "n_users", type=int, default=4000, show_default=True)
 @click.option("--days", type=float, default=14, show_default=True)
 @click.option("--k", type=int, default=10, show_default=True, help="items in the storefront slot")
@@ -110,7 +120,7 @@ def simulate_cmd(ctx, dataset, control, treatment, n_users, days, k, seed, out, 
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
     e = summary["expected_purchases_per_user"]
-    click.echo(f"simulated {sum(summary['users'].values()):,} users over {days:g} days: expected purchases per user control {e['control']:.4f}, treatment {e['treatment']:.4f} ({e['treatment'] / max(e['control'], 1e-12) - 1:+.1%}); drawn purchases {summary['purchases']}")
+    click.echo(f"simulated {sum(summary['users'].values()):,} users over {days:g} days: expected purchases per user control ({control}) {e['control']:.4f}, treatment ({treatment}) {e['treatment']:.4f} ({e['treatment'] / max(e['control'], 1e-12) - 1:+.1%}); drawn purchases {summary['purchases']}")
     click.echo(f"assignments and events in {out}")
     if report:
         rep, json_path, html_path, run = report_simulation(assignments, events, out, days)

@@ -91,14 +91,32 @@ def index_add_items(ctx, dataset, model_uri):
 @click.option("--exclude", type=click.Path(exists=True, dir_okay=False), default=None, help="parquet/CSV with an item_id column: never recommend these")
 @click.option("--steer-style-item", default=None, help="mix this item's style direction into every query")
 @click.option("--steer", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--explain", is_flag=True, help="add, per candidate, the user's history item closest in style")
+@click.option(
+    "--explain", is_flag=True,
+    help="add, per candidate, the user's history item closest in style (because_item_id, because_style_similarity); "
+    "with --rank instead top_contributions: the 3 features that moved the ranker's score most, "
+    "a list of {feature, contribution} structs, largest |contribution| first (LightGBM pred_contrib; all contributions plus the bias sum to score)",
+)
 @click.option("--index-kind", type=index_kind_choice, default="auto", show_default=True)
-@click.option("--nproc", type=click.IntRange(min=1), default=None, help="split the users between N ranks of this machine (torchrun)")
+@click.option("--nproc", type=click.IntRange(min=1), default=None, help="split the users between N ranks of this machine (torchrun); not with --rank")
+@click.option(
+    "--rank", "ranked", is_flag=True,
+    help="write the ranked lists instead: the union of the ranker's candidate sources re-ordered by the registered ranker "
+    "(score = its raw score, sources = the sources that returned the item); the ranker brings its own two-tower, so --model, --index-kind, "
+    "--steer-style-item and --nproc do not apply [default --out: <workdir>/candidates/<dataset>-ranked]",
+)
+@click.option("--ranker", "ranker_uri", default=None, help=f"the registered ranker --rank serves [default: models:/{tracking.RANKER_NAME}@{tracking.PRODUCTION} when registered, else @{tracking.CHAMPION}]")
 @click.pass_context
-def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind, nproc):
-    """Top-K candidates for every user of DATASET, in resumable parquet parts.
+def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind, nproc, ranked, ranker_uri):
+    """Top-K candidates for every user of DATASET, in resumable parquet parts
+    (user_id, rank, item_id, score, model_version; with --rank also sources).
 
     Started by torchrun (or with --nproc N), each rank writes its share of the parts."""
+    if ranked:
+        if nproc is not None or steer_style_item is not None:
+            raise click.UsageError("--rank serves the ranked lists in one process without steering: drop --nproc / --steer-style-item")
+        _ranked_candidates(ctx, dataset, ranker_uri, k, out, chunk_size, keep_bought, exclude, explain)
+        return
     if nproc is not None:
         args = ["--workdir", str(ctx.obj["workdir"]), "candidates", *_forwarded(ctx)]
         ctx.exit(launch(nproc, "pipelines.cli", args))
@@ -115,7 +133,7 @@ def _forwarded(ctx: click.Context) -> list[str]:
     args.append(params["dataset"])
     for param in ctx.command.params:
         name, value = param.name, params.get(param.name)
-        if name in ("dataset", "nproc") or value is None or value is False:
+        if name in ("dataset", "nproc", "ranked", "ranker_uri") or value is None or value is False:
             continue
         flag = param.opts[0]
         args += [flag] if value is True else [flag, str(value)]
@@ -149,6 +167,39 @@ def _candidates(ctx, ranks: DistContext, dataset, model_uri, k, out, chunk_size,
     uri = tracking.log_candidates(ds.manifest.name, {**{f"job.{k2}": v for k2, v in asdict(job).items()}, "model_version": lm.version, "index_kind": m.kind, "out": str(out)}, summary)
     click.echo(
         f"candidates: {summary['users']:,} users in {summary['parts']} parts ({summary['parts_reused']} re-used) "
+        f"in {summary['seconds']:.1f}s ({summary['users_per_s']:,.0f} users/s); coverage {summary.get('catalogue_coverage', float('nan')):.3f}, "
+        f"mean score {summary.get('mean_score', float('nan')):.4f} -> {out} (MLflow {uri})"
+    )
+
+
+def _ranked_candidates(ctx, dataset, ranker_uri, k, out, chunk_size, keep_bought, exclude, explain) -> None:
+    """`candidates --rank`: the registered ranker's lists for every user."""
+    from pipelines.ranker_store import load_ranker
+    from recsys.rank.serving import generate_ranked_candidates
+
+    try:
+        ds = load_ds(ctx, dataset)
+        if ranker_uri is None:
+            ranker_uri = tracking.serving_alias_uri(tracking.RANKER_NAME)
+            click.echo(f"ranker: {ranker_uri} (the default: {tracking.PRODUCTION!r} when registered, else {tracking.CHAMPION!r})")
+        served = load_ranker(ds, ranker_uri)
+        excluded, unknown, sha = read_exclusions(Path(exclude) if exclude else None, served.fs)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if unknown:
+        click.echo(f"exclusion list: {unknown:,} item id(s) not in the catalogue (ignored)")
+    click.echo(f"ranker {served.version} over two-tower {served.two_tower.version}; sources {', '.join(served.config.source_names)}")
+    out = Path(out) if out else ctx.obj["workdir"] / "candidates" / f"{ds.manifest.name}-ranked"
+    job = CandidateJob(k, chunk_size, not keep_bought, None, 0.0, explain, sha)
+    try:
+        with folder_lock(out, what="stylerec candidates"):
+            summary = generate_ranked_candidates(served, out, job, excluded)
+    except (CandidateJobError, FolderLockError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    params = {**{f"job.{key}": v for key, v in asdict(job).items()}, "ranker_version": served.version, "model_version": served.two_tower.version, "out": str(out)}
+    uri = tracking.log_candidates(ds.manifest.name, params, summary)
+    click.echo(
+        f"ranked lists: {summary['users']:,} users in {summary['parts']} parts ({summary['parts_reused']} re-used) "
         f"in {summary['seconds']:.1f}s ({summary['users_per_s']:,.0f} users/s); coverage {summary.get('catalogue_coverage', float('nan')):.3f}, "
         f"mean score {summary.get('mean_score', float('nan')):.4f} -> {out} (MLflow {uri})"
     )

@@ -1,8 +1,9 @@
 """`stylerec demo`: the end-to-end job on the embedded default (StyleMart demo preset).
 
-A re-run re-uses the data, embeddings, text vectors, indexes, and the model registered
-for this dataset and config. Each stage is one function; the demo calls the other jobs'
-entry points (ab_job, evaluate_job, style_jobs) and the library.
+A re-run re-uses the data, embeddings, text vectors, indexes, the model registered for this
+dataset and config, and the ranker registered for them and its config. Each stage is one
+function; the demo calls the other jobs' entry points (ab_job, evaluate_job, rank_job,
+style_jobs) and the library.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from data.validate import ValidatedDataset, ValidationConfig, validate_dataset
 from pipelines import tracking
 from pipelines.ab_job import report_simulation, simulate
 from pipelines.evaluate_job import run_evaluation
+from pipelines.rank_job import train_ranker
+from pipelines.ranker_store import find_ranker
 from pipelines.style_jobs import format_check, run_and_save_style_check, write_gallery
 from pipelines.workspace import datasets_dir, index_dir, version_slug
 from recsys.config import load_run_config
 from recsys.index import IndexConfig
+from recsys.rank.config import RankConfig, load_rank_config
+from recsys.rank.run import format_recall, format_test
 from recsys.reporting import format_metrics
 from recsys.serving import CandidateJob, LoadedModel, build_or_load_index, generate_candidates
 from recsys.training_run import run_key
@@ -100,6 +105,26 @@ def train_or_reuse(ds: ValidatedDataset, config, wd: Path) -> tuple[str, str]:
     return f"models:/{tracking.MODEL_NAME}/{version}", train_run
 
 
+def ranker_or_reuse(ds: ValidatedDataset, rank_config: RankConfig, model_uri: str) -> tuple[str, str]:
+    """The ranker registered for this dataset, config and two-tower version, trained if there is none; (ranker URI, its run)."""
+    with _stage("ranker: LightGBM over the candidate sources (MLflow experiment stylerec/ranking)"):
+        two_tower_version = model_uri.removeprefix("models:/")
+        earlier = find_ranker(ds.manifest.fingerprint, rank_config.sha256(), two_tower_version)
+        if earlier is not None:
+            version, run = str(earlier.version), earlier.tags.get("run_id", "?")
+            click.echo(
+                f"re-using {tracking.RANKER_NAME} version {version}, trained on this dataset over {two_tower_version} with this config "
+                f"(validation NDCG@10 {float(earlier.tags.get('val_ndcg_10', 'nan')):.4f}); `stylerec rank train` trains anew"
+            )
+        else:
+            trained = train_ranker(ds, rank_config, model_uri)
+            version, run = str(trained.version), trained.run_id
+            click.echo(format_recall(trained.result.recall))
+            click.echo(format_test(trained.result.test))
+            click.echo(f"registered {tracking.RANKER_NAME} version {version}; champion {'moved to it' if trained.promoted else 'unchanged'}")
+    return f"models:/{tracking.RANKER_NAME}/{version}", run
+
+
 SINGLE_RUN_NOTE = (
     "(one training run: another seed, or the same seed on another CPU, lands elsewhere in the spread that "
     "benchmarks/quality.py measures over seeds; the README's table reports that mean ± sd)"
@@ -133,17 +158,21 @@ def candidates(ds: ValidatedDataset, model_uri: str, wd: Path) -> Path:
     return cand_dir
 
 
-def ab_test(ds: ValidatedDataset, model_uri: str, wd: Path) -> tuple[Path, str]:
-    """(report.html, MLflow run)."""
-    with _stage("simulated A/B test on StyleMart's ground-truth shoppers: two-tower vs ALS"):
-        ab_dir = wd / "ab" / f"{ds.manifest.name}-als-vs-two-tower"
-        assignments, events, sim = simulate(ds, "als", model_uri, n_users=4000, days=14, seed=0, out=ab_dir)
-        e = sim["expected_purchases_per_user"]
-        click.echo(f"expected purchases per user: ALS {e['control']:.4f}, two-tower {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
-        report, _, ab_html, ab_run = report_simulation(assignments, events, ab_dir, days=14)
-        click.echo(report["verdict"])
+def ab_test(ds: ValidatedDataset, model_uri: str, ranker_uri: str, wd: Path) -> tuple[dict[str, Path], str]:
+    """Two simulated experiments against ALS: the two-tower, and the ranker's lists;
+    ({arm: report.html}, MLflow run of the first report)."""
+    htmls, runs = {}, []
+    with _stage("simulated A/B tests on StyleMart's ground-truth shoppers: two-tower vs ALS, ranked vs ALS"):
+        for label, spec in (("two-tower", model_uri), ("ranked", f"ranked:{ranker_uri}")):
+            ab_dir = wd / "ab" / f"{ds.manifest.name}-als-vs-{label}"
+            assignments, events, sim = simulate(ds, "als", spec, n_users=4000, days=14, seed=0, out=ab_dir)
+            e = sim["expected_purchases_per_user"]
+            click.echo(f"expected purchases per user: ALS {e['control']:.4f}, {label} {e['treatment']:.4f} ({e['treatment'] / e['control'] - 1:+.1%})")
+            report, _, htmls[label], run = report_simulation(assignments, events, ab_dir, days=14)
+            runs.append(run)
+            click.echo(f"{label} vs ALS: {report['verdict']}")
         click.echo(SINGLE_RUN_NOTE)
-    return ab_html, ab_run
+    return htmls, runs[0]
 
 
 @click.command("demo")
@@ -159,9 +188,10 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
     gallery_png = style_stages(ds)
     config = load_run_config(None)
     model_uri, train_run = train_or_reuse(ds, config, wd)
+    ranker_uri, rank_run = ranker_or_reuse(ds, load_rank_config(None), model_uri)
     report, eval_run, uri = offline_evaluation(ds, config, model_uri, wd)
     cand_dir = candidates(ds, model_uri, wd)
-    ab_html, ab_run = ab_test(ds, model_uri, wd)
+    ab_htmls, ab_run = ab_test(ds, model_uri, ranker_uri, wd)
 
     click.secho(f"\ndemo finished in {time.perf_counter() - started:.1f}s; outputs:", bold=True)
     for label, path in (
@@ -175,8 +205,8 @@ def demo(ctx: click.Context, preset: str, seed: int) -> None:
         ("style check", root / STYLE_DIR / "style_check.json"),
         ("offline evaluation", report),
         ("candidates", cand_dir),
-        ("A/B report", ab_html),
+        *((f"A/B report {arm}", html) for arm, html in ab_htmls.items()),
     ):
-        click.echo(f"  {label:<18} {path}")
-    click.echo(f"  MLflow runs        train {train_run}, evaluate {eval_run}, A/B report {ab_run.split()[0]} in {uri}")
-    click.echo(f"  MLflow UI          {tracking.ui_hint(uri)}")
+        click.echo(f"  {label:<20} {path}")
+    click.echo(f"  {'MLflow runs':<20} train {train_run}, ranker {rank_run}, evaluate {eval_run}, A/B report {ab_run.split()[0]} in {uri}")
+    click.echo(f"  {'MLflow UI':<20} {tracking.ui_hint(uri)}")

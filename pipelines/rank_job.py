@@ -5,23 +5,25 @@ whole timeline for serving (the section at the end)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import click
 
 from data.dataset import DatasetError
+from data.validate import ValidatedDataset
 from pipelines import tracking
 from pipelines.common import load_ds
+from pipelines.ranker_store import CONFIG_ARTIFACT
 from recsys.evaluate import load_ground_truth
 from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
 from recsys.rank.ranker import RankerError
-from recsys.rank.run import ABLATIONS, format_recall, format_test, importance_figure, run_ranking
+from recsys.rank.run import ABLATIONS, RankingResult, format_recall, format_test, importance_figure, run_ranking
 
 EXPERIMENT = "stylerec/ranking"
-RANKER_NAME = "stylerec-ranker"
+RANKER_NAME = tracking.RANKER_NAME
 METRIC_TAG = "val_ndcg_10"
+RANK_CONFIG_TAG = "stylerec.rank_config"  # the run's RankConfig.sha256() (deploy mode finds its evaluated run by it)
 
 
 def _two_tower(ds, model_uri: str):
@@ -33,13 +35,13 @@ def _two_tower(ds, model_uri: str):
         raise click.ClickException(f"no two-tower model at {model_uri} ({str(exc).splitlines()[0][:200]}); run `stylerec train` on this dataset first") from exc
 
 
-def _register(client, model_uri: str, run_id: str, val_ndcg: float, fingerprint: str, two_tower_version: str) -> tuple[str, bool]:
+def _register(client, model_uri: str, run_id: str, val_ndcg: float, fingerprint: str, two_tower_version: str, config_sha256: str = "") -> tuple[str, bool]:
     """Register the ranker; move ``champion`` to it only on a better validation NDCG@10."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     version = mlflow.register_model(model_uri, RANKER_NAME)
-    for key, value in ((METRIC_TAG, f"{val_ndcg:.6f}"), ("run_id", run_id), ("dataset_fingerprint", fingerprint), ("two_tower", two_tower_version)):
+    for key, value in ((METRIC_TAG, f"{val_ndcg:.6f}"), ("run_id", run_id), ("dataset_fingerprint", fingerprint), ("two_tower", two_tower_version), ("config_sha256", config_sha256)):
         client.set_model_version_tag(RANKER_NAME, version.version, key, value)
     try:
         current = float(client.get_model_version_by_alias(RANKER_NAME, tracking.CHAMPION).tags.get(METRIC_TAG, "nan"))
@@ -70,8 +72,45 @@ def _log(result, ds, config, lm) -> str:
     mlflow.log_metrics({f"retrieval_recall.{t}.{s}": v for t, by in result.recall.items() for s, v in by.items() if v == v})
     mlflow.log_metrics({f"{_slug(m)}.{sl}.{k.replace('@', '_at_')}": v for m, slices in result.test.items() for sl, vals in slices.items() for k, v in vals.items() if k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")})
     mlflow.log_dict({"importance_gain": fit.importance, "retrieval_recall": result.recall}, "ranker.json")
+    mlflow.log_dict(config.to_json(), CONFIG_ARTIFACT)  # what serving rebuilds the candidate sources from
     mlflow.log_figure(importance_figure(fit), "plots/feature_importance.png")
     return mlflow.lightgbm.log_model(fit.model, name="model").model_uri
+
+
+@dataclass
+class RankOutcome:
+    result: RankingResult
+    run_id: str
+    tracking_uri: str
+    two_tower_version: str
+    version: str | None  # the registered version (None without --register)
+    promoted: bool
+
+    @property
+    def model_uri(self) -> str | None:
+        return f"models:/{RANKER_NAME}/{self.version}" if self.version else None
+
+
+def train_ranker(
+    ds: ValidatedDataset, config: RankConfig, model_uri: str = tracking.CHAMPION_URI, ablations: bool = False, register: bool = True, echo: Callable[[str], None] = click.echo
+) -> RankOutcome:
+    """Train the ranker over the two-tower at ``model_uri``, score it on the test fold, log it
+    to MLflow and (``register``) register it; errors are one-line ClickExceptions."""
+    import mlflow
+
+    try:
+        lm = _two_tower(ds, model_uri)
+        uri = tracking.setup(EXPERIMENT)
+        with mlflow.start_run(run_name=f"rank-{ds.manifest.name}", tags={RANK_CONFIG_TAG: config.sha256()}) as run:
+            result = run_ranking(ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=echo)
+            model_uri_logged = _log(result, ds, config, lm)
+            version, promoted = None, False
+            if register:
+                version, promoted = _register(mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version, config.sha256())
+                mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
+    except (DatasetError, RankerError, RankConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return RankOutcome(result, run.info.run_id, uri, lm.version, version, promoted)
 
 
 @click.group("rank")
@@ -92,8 +131,6 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy
     fold beside ALS and the two-tower, log it to MLflow and register it.
 
     With --deploy: after an evaluated run, refit it on the whole timeline (docs/ranking.md)."""
-    import mlflow
-
     try:
         config = load_rank_config(config_path)
     except RankConfigError as exc:
@@ -104,24 +141,13 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy
         rank_deploy(load_ds(ctx, dataset), dataset, config, register)
         return
     ds = load_ds(ctx, dataset)
-    try:
-        lm = _two_tower(ds, model_uri)
-        uri = tracking.setup(EXPERIMENT)
-        with mlflow.start_run(run_name=f"rank-{ds.manifest.name}", tags={RANK_CONFIG_TAG: rank_config_sha256(config)}) as run:
-            result = run_ranking(ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=click.echo)
-            model_uri_logged = _log(result, ds, config, lm)
-            version, promoted = None, False
-            if register:
-                version, promoted = _register(mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version)
-                mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
-    except (DatasetError, RankerError, RankConfigError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(format_recall(result.recall))
-    click.echo(format_test(result.test))
-    click.echo(f"MLflow run {run.info.run_id} in {uri}")
-    if version:
-        click.echo(f"registered {RANKER_NAME} version {version}; champion: {'moved to it' if promoted else 'unchanged'}")
-    click.echo(f"UI: {tracking.ui_hint(uri)}")
+    out = train_ranker(ds, config, model_uri, ablations, register)
+    click.echo(format_recall(out.result.recall))
+    click.echo(format_test(out.result.test))
+    click.echo(f"MLflow run {out.run_id} in {out.tracking_uri}")
+    if out.version:
+        click.echo(f"registered {RANKER_NAME} version {out.version}; champion: {'moved to it' if out.promoted else 'unchanged'}")
+    click.echo(f"UI: {tracking.ui_hint(out.tracking_uri)}")
 
 
 # -- deploy mode: `stylerec rank train --deploy` -------------------------------------------
@@ -130,13 +156,6 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy
 # end of the data, every one trains, nothing is held out or scored. The two-tower source
 # and features are the deployed two-tower (models:/stylerec@production); the ranker is
 # registered as a version of stylerec-ranker under the alias production.
-
-RANK_CONFIG_TAG = "stylerec.rank_config"  # sha256 of the run's [rank] config
-
-
-def rank_config_sha256(config: RankConfig) -> str:
-    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True, default=str).encode()).hexdigest()
-
 
 def last_evaluated_rank_run(client, experiment: str, dataset_fingerprint: str, config_sha256: str):
     """The newest FINISHED evaluated ranking run (not a deploy-mode one) of this dataset and config, or None."""
@@ -168,7 +187,7 @@ def rank_deploy(ds, dataset_arg: str, config: RankConfig, register: bool) -> Non
 
     from recsys.rank.run import deploy_ranking
 
-    config_sha = rank_config_sha256(config)
+    config_sha = config.sha256()
     uri = tracking.setup(EXPERIMENT)
     client = mlflow.tracking.MlflowClient()
     source = last_evaluated_rank_run(client, EXPERIMENT, ds.manifest.fingerprint, config_sha)
@@ -188,13 +207,14 @@ def rank_deploy(ds, dataset_arg: str, config: RankConfig, register: bool) -> Non
             })
             mlflow.log_metrics({"train_rows": fit.train_rows})
             mlflow.log_dict({"importance_gain": fit.importance}, "ranker.json")
+            mlflow.log_dict(config.to_json(), CONFIG_ARTIFACT)  # what serving rebuilds the candidate sources from
             mlflow.log_figure(importance_figure(fit), "plots/feature_importance.png")
             logged = mlflow.lightgbm.log_model(fit.model, name="model").model_uri
             version = None
             if register:
                 version = tracking.register_production(client, logged, RANKER_NAME, {
                     "run_id": run.info.run_id, "dataset_fingerprint": ds.manifest.fingerprint, "two_tower": lm.version,
-                    "from_run": source.info.run_id, "rounds": rounds,
+                    "from_run": source.info.run_id, "rounds": rounds, "config_sha256": config_sha,
                 })
                 mlflow.set_tags({"registered_version": version, tracking.PRODUCTION: "True"})
     except (DatasetError, RankerError, RankConfigError) as exc:

@@ -498,3 +498,9 @@ def log_candidates(dataset_name: str, params: dict, summary: dict) -> str:
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return uri
+
+
+# -- the ranker's registry name (pipelines/ranker_store.py loads it) ----------------------
+
+RANKER_NAME = "stylerec-ranker"
+RANKER_CHAMPION_URI = f"models:/{RANKER_NAME}@{CHAMPION}"  # the default ranker of every serving job

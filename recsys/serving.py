@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -176,9 +177,8 @@ def _candidate_part(
     return pl.DataFrame(table).with_columns(pl.lit(lm.version).alias("model_version")).filter(pl.col("item_id").is_not_null())
 
 
-def _summarise(lm: LoadedModel, out: Path, job: CandidateJob, n_parts: int, counts: list[float], seconds: float, ranks: DistContext) -> dict:
+def _summarise(fs: FeatureSet, model_version: str, out: Path, job: CandidateJob, n_parts: int, counts: list[float], seconds: float, ranks: DistContext) -> dict:
     """Totals over every rank; rank 0 adds the catalogue statistics and writes the summary once all parts exist."""
-    fs = lm.fs
     written, skipped, users_done = (int(v) for v in ranks.total(counts))
     (seconds,) = ranks.total([seconds], op="max")
     ranks.barrier()  # every rank's parts are on disk
@@ -187,9 +187,42 @@ def _summarise(lm: LoadedModel, out: Path, job: CandidateJob, n_parts: int, coun
     if complete and ranks.is_main:
         all_parts = pl.scan_parquet(str(out / "part-*.parquet"))
         stats = all_parts.select(pl.col("item_id").n_unique().alias("items"), pl.col("score").mean().alias("mean_score"), pl.len().alias("rows")).collect()
-        summary.update(catalogue_coverage=stats["items"][0] / fs.items.n, mean_score=float(stats["mean_score"][0]), rows=int(stats["rows"][0]), model_version=lm.version, k=job.k)
+        summary.update(catalogue_coverage=stats["items"][0] / fs.items.n, mean_score=float(stats["mean_score"][0]), rows=int(stats["rows"][0]), model_version=model_version, k=job.k)
         write_json(summary, out / SUMMARY_FILE)
     return summary
+
+
+def write_parts(
+    fs: FeatureSet,
+    model_version: str,
+    out: Path,
+    job: CandidateJob,
+    params: dict,
+    make_part: Callable[[np.ndarray], pl.DataFrame],
+    progress: bool = True,
+    max_parts: int | None = None,
+    ranks: DistContext | None = None,
+) -> dict:
+    """Pin the job (``params``) in ``out``, write ``make_part(users)`` for every chunk of users
+    not written yet, and summarise; returns the summary. Any candidate job's loop (two-tower
+    retrieval, the ranked lists) runs through here."""
+    ranks = ranks or DistContext.single()
+    ranks.main_first(lambda: _pin_job(out, params))  # rank 0 pins the job, the others check theirs against it
+    n_parts = -(-fs.n_users // job.chunk_size)
+    started = time.perf_counter()
+    written = skipped = users_done = 0
+    for part in tqdm(range(ranks.rank, n_parts, ranks.world_size), desc="candidates", unit="part", disable=not (progress and ranks.is_main) or None):
+        path = out / f"part-{part:05d}.parquet"
+        if path.is_file():
+            skipped += 1
+            continue
+        if max_parts is not None and written >= max_parts:
+            break
+        users = np.arange(part * job.chunk_size, min((part + 1) * job.chunk_size, fs.n_users))
+        write_parquet(make_part(users), path)
+        written += 1
+        users_done += len(users)
+    return _summarise(fs, model_version, out, job, n_parts, [written, skipped, users_done], time.perf_counter() - started, ranks)
 
 
 def generate_candidates(
@@ -208,23 +241,7 @@ def generate_candidates(
     with the same users in each, as one process writes. Rank 0 pins the job first and
     writes the summary once every rank is done."""
     fs = lm.fs
-    ranks = ranks or DistContext.single()
     params = {**asdict(job), "model_version": lm.version, "index": asdict(index.manifest), "dataset": fs.fingerprint, "query_time": lm.query_time}
-    ranks.main_first(lambda: _pin_job(out, params))  # rank 0 pins the job, the others check theirs against it
     steer_vec = _steer_vector(lm, job)
     fs_row_of_index = _feature_rows_of_index(index, fs)
-    n_parts = -(-fs.n_users // job.chunk_size)
-    started = time.perf_counter()
-    written = skipped = users_done = 0
-    for part in tqdm(range(ranks.rank, n_parts, ranks.world_size), desc="candidates", unit="part", disable=not (progress and ranks.is_main) or None):
-        path = out / f"part-{part:05d}.parquet"
-        if path.is_file():
-            skipped += 1
-            continue
-        if max_parts is not None and written >= max_parts:
-            break
-        users = np.arange(part * job.chunk_size, min((part + 1) * job.chunk_size, fs.n_users))
-        write_parquet(_candidate_part(lm, index, fs_row_of_index, users, job, excluded, steer_vec), path)
-        written += 1
-        users_done += len(users)
-    return _summarise(lm, out, job, n_parts, [written, skipped, users_done], time.perf_counter() - started, ranks)
+    return write_parts(fs, lm.version, out, job, params, lambda users: _candidate_part(lm, index, fs_row_of_index, users, job, excluded, steer_vec), progress, max_parts, ranks)

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("data", "style", "recsys", "pipelines")  # each may import only the ones before it
 # pipelines modules that are the CLI's own small helpers, not jobs
-PIPELINE_HELPERS = {"pipelines", "pipelines.env", "pipelines.common", "pipelines.workspace", "pipelines.tracking", "pipelines.mlflow_model"}
+PIPELINE_HELPERS = {"pipelines", "pipelines.env", "pipelines.common", "pipelines.workspace", "pipelines.tracking", "pipelines.mlflow_model", "pipelines.ranker_store"}
 # the modules that may import a job's entry points: the CLI's registration of jobs, the demo
 JOB_CALLERS = {"pipelines.cli", "pipelines.demo"}
 

@@ -202,10 +202,10 @@ def test_production_missing_for_rank_deploy_is_a_clear_error(tmp_path, mlflow_st
     tracking.setup(rank_job.EXPERIMENT)
     import mlflow
 
-    with mlflow.start_run(tags={rank_job.RANK_CONFIG_TAG: rank_job.rank_config_sha256(config)}):
+    with mlflow.start_run(tags={rank_job.RANK_CONFIG_TAG: config.sha256()}):
         mlflow.log_params({"dataset_manifest_sha256": "f" * 64})
         mlflow.log_metric("best_iteration", 4)
-    assert rank_job.last_evaluated_rank_run(MlflowClient(), rank_job.EXPERIMENT, "f" * 64, rank_job.rank_config_sha256(config)) is not None
-    assert rank_job.last_evaluated_rank_run(MlflowClient(), rank_job.EXPERIMENT, "f" * 64, rank_job.rank_config_sha256(RankConfig(seed=1))) is None
+    assert rank_job.last_evaluated_rank_run(MlflowClient(), rank_job.EXPERIMENT, "f" * 64, config.sha256()) is not None
+    assert rank_job.last_evaluated_rank_run(MlflowClient(), rank_job.EXPERIMENT, "f" * 64, RankConfig(seed=1).sha256()) is None
     with pytest.raises(click.ClickException, match=r"no deployed two-tower at models:/stylerec@production .*run `stylerec train DS --deploy` first"):
         rank_job.rank_deploy(Ds(), "DS", config, register=True)

@@ -48,7 +48,7 @@ def test_train_registers_champion_and_evaluate_compares(tiny_embedded, tmp_path,
     recs = model.predict(pd.DataFrame({"user_id": ["U0000001", "U0000002"]}), params={"k": 5})
     assert len(recs) == 10 and set(recs.columns) == {"user_id", "rank", "item_id"}
 
-    result = runner.invoke(cli, ["--workdir", str(tmp_path / "wd"), "evaluate", str(root), "--config", str(config), "--model-uri", "models:/stylerec@champion"])
+    result = runner.invoke(cli, ["--workdir", str(tmp_path / "wd"), "evaluate", str(root), "--config", str(config), "--model-uri", "models:/stylerec@champion", "--no-ranker"])
     assert result.exit_code == 0, result.output
     for name in ("popularity", "popularity-7d", "als", "bpr", "style-knn", "text-knn", "two-tower", "two-tower-id-only"):
         assert f"\n{name} " in result.output

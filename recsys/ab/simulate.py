@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -22,11 +23,11 @@ from data.split import load_or_create_split
 from data.stylemart.storefront import load_world, simulate_visits
 from data.validate import ValidatedDataset
 from recsys.baselines import ImplicitMF, Popularity
-from recsys.evaluate import recommend
+from recsys.evaluate import Recommender, recommend
 from recsys.features import DAY, FeatureSet, build_features
-from recsys.serving import LoadedModel
 
 BUILTIN = ("popularity", "als", "random")
+RANKED = "ranked"  # the registered ranker re-ordering its candidate union ("ranked:<ranker URI>" for another one)
 
 
 @dataclass
@@ -41,7 +42,42 @@ class RandomPolicy:
         return np.random.default_rng([self.seed, int(users[0]) if len(users) else 0]).random((len(users), self.n_items))
 
 
-ModelLoader = Callable[[str], LoadedModel]  # a model URI or bundle folder -> the served model
+class Served(Protocol):
+    """What a served model gives a policy: its recommender and the features it serves on
+    (recsys.serving.LoadedModel, recsys.rank.serving.ServedRanker)."""
+
+    recommender: Recommender
+    fs: FeatureSet
+
+
+ModelLoader = Callable[[str], Served]  # a model URI or bundle folder -> the served model
+RankerLoader = Callable[[str | None], Served]  # a ranker URI (None: the default ranker) -> the served ranker
+
+
+def ranker_uri(spec: str) -> str | None:
+    """The ranker URI of a "ranked[:URI]" policy (None: the loader's default)."""
+    return spec.partition(":")[2] or None
+
+
+def is_ranked(spec: str) -> bool:
+    return spec == RANKED or spec.startswith(RANKED + ":")
+
+
+def _resolver(load_model: ModelLoader, load_ranker: RankerLoader | None) -> ModelLoader:
+    """One loader for every spec that is not built in; each is loaded once."""
+    cache: dict[str, Served] = {}
+
+    def load(spec: str) -> Served:
+        if spec not in cache:
+            if is_ranked(spec):
+                if load_ranker is None:
+                    raise ValueError(f"policy {spec!r} needs a ranker loader")
+                cache[spec] = load_ranker(ranker_uri(spec))
+            else:
+                cache[spec] = load_model(spec)
+        return cache[spec]
+
+    return load
 
 
 def make_policy(spec: str, fs: FeatureSet, time: int, seed: int, load_model: ModelLoader):
@@ -55,12 +91,15 @@ def make_policy(spec: str, fs: FeatureSet, time: int, seed: int, load_model: Mod
 
 
 def simulate_experiment(
-    ds: ValidatedDataset, control: str, treatment: str, n_users: int, days: float, seed: int, load_model: ModelLoader, k: int = 10
+    ds: ValidatedDataset, control: str, treatment: str, n_users: int, days: float, seed: int, load_model: ModelLoader, k: int = 10,
+    load_ranker: RankerLoader | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Assign random users to control / treatment, serve each arm's top-k for ``days`` and
     draw purchases from the ground-truth shoppers. ``load_model`` resolves a policy spec
-    that is not built in (a model URI or bundle folder)."""
+    that is not built in (a model URI or bundle folder), ``load_ranker`` the ranker of a
+    "ranked[:URI]" policy."""
     world = load_world(ds.dir.root)
+    load_model = _resolver(load_model, load_ranker)
     model_specs = [s for s in (control, treatment) if s not in BUILTIN]
     fs = load_model(model_specs[0]).fs if model_specs else build_features(ds, load_or_create_split(ds), require_style=False)
     if list(fs.items.ids) != list(world.item_ids) or list(fs.user_ids) != list(world.user_ids):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recsys.tomlconf import build_dataclass, read_toml
@@ -62,9 +64,14 @@ class RankConfig:
         return tuple(s for s in SOURCE_NAMES if s in self.sources)
 
     def flat_params(self) -> dict[str, str]:
-        from dataclasses import asdict
-
         return {f"rank.{k}": str(v) for k, v in asdict(self).items()}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def sha256(self) -> str:
+        """A digest of every setting (a registered ranker is re-used only for the same one)."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 
 def load_rank_config(path: str | Path | None, overrides: dict | None = None) -> RankConfig:

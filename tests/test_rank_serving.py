@@ -1,0 +1,196 @@
+"""Serving the ranker on the tiny preset: the ranked lists, their parts, their explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.features import EVENT_CODES
+from recsys.rank.config import RankConfig
+from recsys.rank.features import FeatureContext
+from recsys.rank.ranker import fit_ranker
+from recsys.rank.run import catalogue_prices
+from recsys.rank.serving import format_contributions, generate_ranked_candidates, ranked_part, served_ranker, top_contributions
+from recsys.rank.sources import CandidateGenerator
+from recsys.serving import CandidateJob, CandidateJobError
+
+SOURCES = {"two_tower": 30, "als": 30, "item_cf": 30, "style_knn": 20, "new_arrivals": 10}
+FAST = RankConfig(sources=SOURCES, n_estimators=20, early_stopping_rounds=5, negatives_per_user=10, als_factors=8, als_iterations=3)
+RANK_TOML = """[rank]
+n_estimators = 20
+early_stopping_rounds = 5
+negatives_per_user = 10
+als_factors = 8
+als_iterations = 3
+[rank.sources]
+two_tower = 30
+als = 30
+item_cf = 30
+style_knn = 20
+new_arrivals = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tiny_embedded, tmp_path_factory):
+    """A two-tower bundle (2 epochs) and a ranker trained over it, rebuilt as served."""
+    from data.validate import load_dataset
+    from pipelines.tracking import load_served_model
+    from recsys.bundle import save_bundle
+    from recsys.model import TwoTowerConfig
+    from recsys.config import RunConfig
+    from recsys.train import Trainer, TrainConfig
+    from recsys.training_run import features_for
+
+    ds = load_dataset(tiny_embedded)
+    fs = features_for(ds, RunConfig())
+    result = Trainer(fs, TwoTowerConfig(), TrainConfig(epochs=2, batch_size=64, val_users=None), progress=False).fit()
+    folder = save_bundle(tmp_path_factory.mktemp("bundle") / "model", result.model, result.features, ("train", "val"), {"dataset_path": str(tiny_embedded)}, ds.manifest.content_sha256)
+    lm = load_served_model(ds, str(folder))
+    gen = CandidateGenerator(lm.fs, FAST, lm.recommender)
+    ctx = FeatureContext(catalogue_prices(ds, lm.fs), two_tower=lm.recommender, als=gen.sources["als"])
+    fit = fit_ranker(gen, ctx, lm.fs.time_of("test"))
+    return served_ranker(ds, FAST, fit.model, fit.features, lm, "stylerec-ranker/1")
+
+
+def test_top_contributions_by_hand():
+    contrib = np.array([[0.1, -0.5, 0.3, 2.0], [0.0, 0.2, -0.1, 1.0]])
+    top = top_contributions(contrib, ["a", "b", "c"], n=2)
+    assert top == [[{"feature": "b", "contribution": -0.5}, {"feature": "c", "contribution": pytest.approx(0.3)}], [{"feature": "b", "contribution": pytest.approx(0.2)}, {"feature": "c", "contribution": pytest.approx(-0.1)}]]
+    assert format_contributions(top[0]) == "b:-0.50,c:+0.30"
+
+
+def test_contributions_sum_to_the_score(served):
+    """LightGBM's pred_contrib rows (features + bias) sum to the raw score the lists carry."""
+    rec = served.recommender
+    users = np.arange(0, served.fs.n_users, 7)
+    part = ranked_part(served, users, CandidateJob(k=5, explain=True), np.zeros(served.fs.items.n, bool))
+    from recsys.rank.features import pair_features
+
+    union = rec.gen.union(users, served.query_time)
+    x = pair_features(served.fs, union, served.query_time, rec.ctx).select(rec.fit.features).to_numpy().astype(np.float32)
+    contrib = rec.fit.model.predict(x, pred_contrib=True)
+    assert contrib.shape == (union.height, len(rec.fit.features) + 1)
+    np.testing.assert_allclose(contrib.sum(1), rec.fit.model.predict(x), rtol=1e-5, atol=1e-5)
+    # the parts' scores are those predictions, and each row's top 3 are the largest |contribution|
+    tops = part["top_contributions"].to_list()
+    assert all(len(t) == 3 for t in tops)
+    assert all(abs(t[0]["contribution"]) >= abs(t[1]["contribution"]) >= abs(t[2]["contribution"]) for t in tops)
+    assert all(c["feature"] in rec.fit.features for t in tops for c in t)
+
+
+def test_ranked_lists_are_the_ranked_union_without_bought_or_excluded(served, tmp_path):
+    fs = served.fs
+    excluded = np.zeros(fs.items.n, bool)
+    excluded[:5] = True
+    job = CandidateJob(k=10, chunk_size=64)
+    summary = generate_ranked_candidates(served, tmp_path / "ranked", job, excluded, progress=False)
+    assert summary["complete"] and summary["model_version"] == "stylerec-ranker/1"
+    df = pl.read_parquet(tmp_path / "ranked" / "part-*.parquet")
+    assert df.columns == ["user_id", "rank", "item_id", "score", "model_version", "sources"]
+    per_user = df.group_by("user_id").len()["len"]
+    assert per_user.max() == 10 and (per_user == 10).mean() > 0.9
+    # rank 1..n in descending score
+    by_user = df.group_by("user_id", maintain_order=True).agg(pl.col("score").diff().max().fill_null(0).alias("rise"), (pl.col("rank") == pl.int_range(1, pl.len() + 1)).all().alias("ranks"))
+    assert by_user["ranks"].all() and (by_user["rise"] <= 0).all()
+    assert not set(df["item_id"]) & set(fs.items.ids[:5].tolist())
+    buys = pl.DataFrame({"user_id": fs.user_ids[fs.ev_user], "item_id": fs.items.ids[fs.ev_item], "e": fs.ev_event}).filter(pl.col("e") == EVENT_CODES["purchase"])
+    assert df.join(buys, on=["user_id", "item_id"], how="inner").height == 0
+    sources = set(s for row in df["sources"].to_list() for s in row)
+    assert sources <= set(SOURCES) and "two_tower" in sources and df["sources"].list.len().min() >= 1
+    # the same lists as the recommender's scores: the ranked union
+    u = int(np.flatnonzero(fs.user_ids == df["user_id"][0])[0])
+    scores = served.recommender.scores(np.array([u]), served.query_time)[0]
+    first = df.filter(pl.col("user_id") == df["user_id"][0])
+    rows = [fs.items.ids.tolist().index(i) for i in first["item_id"]]
+    np.testing.assert_allclose(first["score"].to_numpy(), scores[rows], rtol=1e-5)
+    # a ranked and an unranked job never share a folder
+    from recsys.serving import _pin_job
+
+    with pytest.raises(CandidateJobError, match="different job"):
+        _pin_job(tmp_path / "ranked", {**job.__dict__, "model_version": served.two_tower.version})
+    with pytest.raises(CandidateJobError, match="different job"):
+        generate_ranked_candidates(served, tmp_path / "ranked", CandidateJob(k=5, chunk_size=64), excluded, progress=False)
+
+
+# -- the jobs: candidates --rank, ab simulate with a ranked arm, evaluate's ranker rows --------
+
+
+def test_candidates_rank_without_a_ranker_says_train_first(tiny_embedded, tmp_path, mlflow_store):
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    result = CliRunner().invoke(cli, ["--workdir", str(tmp_path / "wd"), "candidates", str(tiny_embedded), "--rank"])
+    assert result.exit_code != 0 and "no ranker registered at models:/stylerec-ranker@champion" in result.output, result.output
+    assert "run `stylerec rank train DATASET` first" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["candidates", str(tiny_embedded), "--rank", "--nproc", "2"])
+    assert result.exit_code != 0 and "drop --nproc" in result.output
+
+
+def test_a_ranker_names_its_two_tower():
+    from pipelines.ranker_store import two_tower_uri
+
+    assert two_tower_uri("stylerec/3") == "models:/stylerec/3"
+    assert two_tower_uri("runs:/abc/model") == "runs:/abc/model"
+    assert two_tower_uri("bundle-0123456789ab") is None and two_tower_uri("") is None
+
+
+@pytest.mark.slow
+def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, mlflow_store):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import cli
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_embedded, root)
+    train_toml = tmp_path / "fast.toml"
+    train_toml.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
+    rank_toml = tmp_path / "rank.toml"
+    rank_toml.write_text(RANK_TOML)
+    runner = CliRunner()
+    wd = ["--workdir", str(tmp_path / "wd")]
+    for args in (["train", str(root), "--config", str(train_toml)], ["rank", "train", str(root), "--config", str(rank_toml)]):
+        result = runner.invoke(cli, [*wd, *args])
+        assert result.exit_code == 0, result.output
+
+    # candidates --rank --explain
+    out = tmp_path / "ranked"
+    result = runner.invoke(cli, [*wd, "candidates", str(root), "--rank", "--k", "10", "--explain", "--chunk-size", "128", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ranker stylerec-ranker/1 over two-tower stylerec/1" in result.output and "ranked lists: 300 users in 3 parts" in result.output
+    df = pl.read_parquet(out / "part-*.parquet")
+    assert df.columns == ["user_id", "rank", "item_id", "score", "model_version", "sources", "top_contributions"]
+    assert set(df["model_version"]) == {"stylerec-ranker/1"} and df.group_by("user_id").len()["len"].max() == 10
+    by_user = df.group_by("user_id").agg(pl.col("score").diff().max().fill_null(0).alias("rise"))
+    assert (by_user["rise"] <= 0).all()
+    ds_buys = pl.read_parquet(root / "interactions.parquet").filter(pl.col("event") == "purchase").select("user_id", "item_id")
+    assert df.join(ds_buys, on=["user_id", "item_id"]).height == 0
+    assert df["sources"].list.len().min() >= 1 and df["top_contributions"].list.len().min() == 3
+    assert json.loads((out / "_job.json").read_text())["ranker_version"] == "stylerec-ranker/1"
+    # the unranked job refuses the ranked job's folder
+    result = runner.invoke(cli, [*wd, "candidates", str(root), "--k", "10", "--out", str(out)])
+    assert result.exit_code != 0 and "different job" in result.output
+
+    # the ranked lists as an arm of a simulated experiment
+    sim = tmp_path / "sim"
+    result = runner.invoke(cli, [*wd, "ab", "simulate", str(root), "--control", "als", "--treatment", "ranked", "--users", "300", "--days", "10", "--out", str(sim), "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert "treatment (ranked)" in result.output
+    summary = json.loads((sim / "simulation.json").read_text())
+    assert summary["treatment"] == "ranked" and summary["expected_purchases_per_user"]["treatment"] > 0
+    result = runner.invoke(cli, [*wd, "ab", "simulate", str(root), "--control", "ranked:models:/stylerec-ranker/1", "--treatment", "als", "--users", "200", "--days", "5", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "wd" / "ab" / "stylemart-tiny-ranked-models-stylerec-ranker-1-vs-als" / "simulation.json").is_file()
+
+    # evaluate: the ranker rows beside every other
+    result = runner.invoke(cli, [*wd, "evaluate", str(root), "--config", str(train_toml), "--model-uri", "models:/stylerec@champion", "--variants", "none", "--rank-config", str(rank_toml)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "wd" / "reports" / "offline-eval-stylemart-tiny.json").read_text())["results"]
+    for name in ("als", "two-tower", "multi-source + ranker", "two-tower + ranker"):
+        assert f"\n{name} " in result.output, name
+        assert set(report[name]) == set(report["als"]), name
