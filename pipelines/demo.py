@@ -158,6 +158,19 @@ def candidates(ds: ValidatedDataset, model_uri: str, wd: Path) -> Path:
     return cand_dir
 
 
+def conversion_power(report: dict) -> str:
+    """The conversion comparison's power, in words (the report has it per treatment arm)."""
+    lines = []
+    for arm, block in report["metrics"].get("conversion", {}).items():
+        base = block["mean"]["control"]
+        mde = block.get("mde_at_80_power", float("nan"))
+        lines.append(
+            f"conversion {block['mean']['control']:.4f} -> {block['mean']['treatment']:.4f} ({arm}, n = {block['n']['control']:,} + {block['n']['treatment']:,}): "
+            f"power at the observed lift {block['power_at_observed']:.0%}; detectable at 80 % power: {mde:+.4f} absolute ({mde / base if base else float('nan'):+.1%} relative)"
+        )
+    return "\n".join(lines)
+
+
 def ab_test(ds: ValidatedDataset, model_uri: str, ranker_uri: str, wd: Path) -> tuple[dict[str, Path], str]:
     """Two simulated experiments against ALS: the two-tower, and the ranker's lists;
     ({arm: report.html}, MLflow run of the first report)."""
@@ -171,6 +184,7 @@ def ab_test(ds: ValidatedDataset, model_uri: str, ranker_uri: str, wd: Path) -> 
             report, _, htmls[label], run = report_simulation(assignments, events, ab_dir, days=14)
             runs.append(run)
             click.echo(f"{label} vs ALS: {report['verdict']}")
+            click.echo(conversion_power(report))
         click.echo(SINGLE_RUN_NOTE)
     return htmls, runs[0]
 

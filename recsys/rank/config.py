@@ -31,10 +31,11 @@ class RankConfig:
     item_cf_recent: int = 20  # the user's last events item-CF starts from
     max_sim_history: int = 20  # history items the max-style-similarity feature looks at
     # training windows before the test cutoff: features at each window's start, labels = its events
-    windows: int = 3
+    windows: int = 5
     window_days: float = 7.0
     negatives_per_user: int = 50
     # LightGBM
+    label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)  # NDCG gain of label none / click / cart / purchase (LightGBM's 2^label - 1)
     n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 31

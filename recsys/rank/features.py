@@ -18,7 +18,7 @@ from recsys.features.events import KEY
 from recsys.rank.sources import category_share, recent_events
 
 # the features built from style vectors (an ablation leaves them out)
-STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "new_arrivals_score", "new_arrivals_rank")
+STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "user_style_group_share", "user_affinity", "new_arrivals_score", "new_arrivals_rank")
 CHUNK = 200_000
 
 
@@ -31,6 +31,27 @@ class FeatureContext:
     als: object | None = None  # a fitted recsys.baselines.ImplicitMF (fitted before the query time)
     max_sim_history: int = 20
     smoothing: float = 20.0  # pseudo-views of the smoothed view->purchase rate
+    style_clusters: int = 16  # k-means groups of the catalogue's style vectors (the user's style shares)
+    _clusters: np.ndarray | None = None
+
+    def style_cluster(self, fs: FeatureSet) -> np.ndarray:
+        """Each item's style group (k-means over the items with a style vector; the items
+        without one form the last group), computed once: image content only, no events."""
+        if self._clusters is None:
+            self._clusters = style_groups(fs.items.style, fs.items.has_style, self.style_clusters)
+        return self._clusters
+
+
+def style_groups(style: np.ndarray, has_style: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    import faiss
+
+    vectors = np.ascontiguousarray(style[has_style], np.float32)
+    k = max(1, min(k, len(vectors) // 10))
+    kmeans = faiss.Kmeans(vectors.shape[1], k, niter=25, seed=seed, spherical=True)
+    kmeans.train(vectors)
+    groups = np.full(len(style), k, np.int64)
+    groups[has_style] = kmeans.index.search(vectors, 1)[1][:, 0]
+    return groups
 
 
 def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
@@ -137,6 +158,14 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     if with_style:
         cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
+    # smoothed shares as a naive-Bayes affinity: log P(category | user) + log P(style group | user)
+    affinity = np.log(category_share(fs, uniq, time, prior=1.0)[uidx, items.category[i]])
+    if with_style:
+        groups = ctx.style_cluster(fs)
+        style_share = category_share(fs, uniq, time, groups=groups, prior=0.3)[uidx, groups[i]]
+        cols["user_style_group_share"] = np.where(items.has_style[i], style_share, np.nan).astype(np.float32)
+        affinity = affinity + np.where(items.has_style[i], np.log(style_share), 0.0)
+    cols["user_affinity"] = affinity.astype(np.float32)
 
     before = fs.ev_ts < time
     bought = before & (fs.ev_event == EVENT_CODES["purchase"])
@@ -170,6 +199,12 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     buys = np.bincount(fs.ev_item[bought], minlength=items.n).astype(np.float64)
     for name, hits, trials in (("item_view_to_purchase", buys, views), ("item_view_to_click", clicks, views), ("item_click_to_purchase", buys, clicks)):
         cols[name] = smoothed_rate(hits, trials, ctx.smoothing)[i].astype(np.float32)
+    # lifetime attention: log of (events + a median item's) per day on sale
+    events_all = np.bincount(fs.ev_item[before], minlength=items.n).astype(np.float64)
+    days_alive = np.maximum((time - np.minimum(items.created_s, time)) / DAY, 1.0)
+    rate = events_all / days_alive
+    prior_rate = float(np.median(rate[events_all > 0])) if (events_all > 0).any() else 1.0
+    cols["item_events_per_day"] = np.log((events_all + prior_rate) / (days_alive + 1.0))[i].astype(np.float32)
     # attention per day on sale (how often shoppers pick the item when it is shown), last 30 days
     days_on_sale = np.clip((time - items.created_s) / DAY, 1.0, 30.0)
     cols["item_views_per_day"] = (pop_views_30d(fs, time) / days_on_sale)[i].astype(np.float32)

@@ -95,7 +95,7 @@ class RankerFit:
 def lgbm_params(config: RankConfig) -> dict:
     """LightGBM's parameters: lambdarank, NDCG@10, deterministic on a fixed number of threads."""
     return {
-        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
+        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "label_gain": list(config.label_gain), "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
         "min_data_in_leaf": config.min_child_samples, "seed": config.seed, "num_threads": config.num_threads, "deterministic": True,
         "force_row_wise": True, "verbosity": -1,
     }

@@ -68,14 +68,22 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
 
 def _ranked(
     ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str,
-    cutoff: int | None = None, rounds: int | None = None,
+    cutoff: int | None = None, rounds: int | None = None, window_two_tower: Recommender | None = None,
 ) -> RankedRecommender:
     """The ranker fitted on windows before ``cutoff`` (default: the test cutoff; ``rounds``: see
     fit_ranker), its lists shown until the end of the data (items launched after the cutoff
-    are candidates, as for every model the evaluation scores on the test fold)."""
-    gen = CandidateGenerator(fs, config, two_tower)
-    ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
-    fit = fit_ranker(gen, ctx, fs.time_of("test") if cutoff is None else cutoff, exclude, rounds)
+    are candidates, as for every model the evaluation scores on the test fold).
+
+    ``window_two_tower``: the two-tower the training windows see, one trained on events before
+    the first window (default ``two_tower``, which, trained up to the cutoff, has seen the
+    windows' labels); the ranked lists use ``two_tower``."""
+    def parts(tt: Recommender | None) -> tuple[CandidateGenerator, FeatureContext]:
+        gen = CandidateGenerator(fs, config, tt)
+        return gen, FeatureContext(catalogue_prices(ds, fs), two_tower=tt, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
+
+    gen, ctx = parts(two_tower)
+    window_gen, window_ctx = parts(window_two_tower) if window_two_tower is not None and two_tower is not None else (gen, ctx)
+    fit = fit_ranker(window_gen, window_ctx, fs.time_of("test") if cutoff is None else cutoff, exclude, rounds)
     return RankedRecommender(gen, ctx, fit, name, until=int(fs.ev_ts.max()) + 1)
 
 

@@ -76,17 +76,19 @@ class ItemCF:
         return np.asarray((h @ self.co).todense(), np.float32)
 
 
-def category_share(fs: FeatureSet, users: np.ndarray, time: int) -> np.ndarray:
-    """(U, n_categories + 1): each user's share of events before ``time`` per item category."""
+def category_share(fs: FeatureSet, users: np.ndarray, time: int, groups: np.ndarray | None = None, prior: float = 0.0) -> np.ndarray:
+    """(U, n_groups): each user's share of events before ``time`` per item group (default: the
+    item category, n_categories + 1 groups), with ``prior`` pseudo-events in every group."""
     users = np.asarray(users, np.int64)
-    n_cat = len(fs.items.categories) + 1
-    counts = np.zeros((len(users), n_cat), np.float64)
+    groups = fs.items.category if groups is None else groups
+    n_cat = len(fs.items.categories) + 1 if groups is fs.items.category else int(groups.max()) + 1
+    counts = np.full((len(users), n_cat), prior, np.float64)
     start, end = fs.ev_start[users], np.searchsorted(fs.ev_key, users * KEY + int(time), side="left")
     lengths = end - start
     row = np.repeat(np.arange(len(users)), lengths)
     pos = np.repeat(start, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    np.add.at(counts, (row, fs.items.category[fs.ev_item[pos]]), 1.0)
-    return counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
+    np.add.at(counts, (row, groups[fs.ev_item[pos]]), 1.0)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1e-12)
 
 
 @dataclass
