@@ -144,11 +144,33 @@ def test_pair_features_do_not_peek(tiny_features, query_time):
     cut = pair_features(cut_fs, cut_union, query_time, FeatureContext(prices_of(fs), als=cut_gen.sources["als"]))
     assert full.height == union.height and full.select("u", "i").equals(union.select("u", "i"))
     names = feature_names(full)
-    assert {"style_cos", "style_max_sim", "text_sim", "als_dot", "price_vs_usual", "item_pop_7d", "item_trend", "item_view_to_purchase", "user_days_since_last", "ui_views_unbought"} <= set(names)
+    assert {
+        "style_cos", "style_max_sim", "text_sim", "als_dot", "price_vs_usual", "item_pop_7d", "item_trend", "item_view_to_purchase", "user_days_since_last",
+        "ui_views_unbought", "user_style_group_share", "user_affinity", "price_in_category_gap", "item_events_per_day", "item_view_to_click",
+    } <= set(names)
     np.testing.assert_allclose(full.select(names).to_numpy(), cut.select(names).to_numpy(), rtol=1e-5, atol=1e-6)
     # and the features see the past: a later time does change them
     later = pair_features(fs, union, query_time + 7 * DAY, FeatureContext(prices_of(fs), als=gen.sources["als"]))
     assert not np.allclose(later["item_pop_7d"].to_numpy(), full["item_pop_7d"].to_numpy())
+
+
+def test_feature_helpers_by_hand():
+    from recsys.rank.features import price_in_category, smoothed_rate, style_groups
+
+    # rates shrink towards the overall rate (2 hits / 20 trials = 0.1) by the pseudo-trials
+    np.testing.assert_allclose(smoothed_rate(np.array([0.0, 2.0]), np.array([0.0, 20.0]), 10.0), [0.1, (2 + 1) / 30])
+    # price level: log ratio to the category's median among the known items; NaN without a price
+    level = price_in_category(np.array([10.0, 20.0, 40.0, 100.0, np.nan]), np.array([0, 0, 0, 1, 1]), np.array([True, True, True, True, False]))
+    np.testing.assert_allclose(level[:4], [np.log(0.5), 0.0, np.log(2.0), 0.0])
+    assert np.isnan(level[4])
+    # style groups: well-separated vectors fall into their own groups; items without style get the extra group
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, 8, dtype=np.float32)
+    style = np.repeat(centres, 30, axis=0) + 0.01 * rng.standard_normal((120, 8)).astype(np.float32)
+    has = np.ones(120, bool)
+    has[-1] = False
+    groups = style_groups(style, has, k=4)
+    assert groups[-1] == 4 and all(len(set(groups[b * 30 : b * 30 + 29])) == 1 for b in range(4)) and len(set(groups[:-1])) == 4
 
 
 def test_labels_are_graded(tiny_features, query_time):

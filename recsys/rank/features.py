@@ -47,7 +47,7 @@ def style_groups(style: np.ndarray, has_style: np.ndarray, k: int, seed: int = 0
 
     vectors = np.ascontiguousarray(style[has_style], np.float32)
     k = max(1, min(k, len(vectors) // 10))
-    kmeans = faiss.Kmeans(vectors.shape[1], k, niter=25, seed=seed, spherical=True)
+    kmeans = faiss.Kmeans(vectors.shape[1], k, niter=25, nredo=5, seed=seed, spherical=True, min_points_per_centroid=1)
     kmeans.train(vectors)
     groups = np.full(len(style), k, np.int64)
     groups[has_style] = kmeans.index.search(vectors, 1)[1][:, 0]
