@@ -141,10 +141,8 @@ def ratios(runs: list[dict]) -> str:
     lines.append("retrieval recall of test purchases: " + ", ".join(f"{s} {mean_sd([r['retrieval_recall']['purchases'][s] for r in runs])}" for s in recall))
     if "ab" in runs[0]:
         for arm in runs[0]["ab"]:
-            lines.append(
-                f"simulated A/B, {arm} vs ALS, expected purchases per user: {mean_sd([100 * r['ab'][arm]['lift'] for r in runs])} % "
-                f"(per seed {', '.join(f'{100 * r["ab"][arm]["lift"]:+.1f}' for r in runs)})"
-            )
+            per_seed = ", ".join(f"{100 * r['ab'][arm]['lift']:+.1f}" for r in runs)
+            lines.append(f"simulated A/B, {arm} vs ALS, expected purchases per user: {mean_sd([100 * r['ab'][arm]['lift'] for r in runs])} % (per seed {per_seed})")
     return "\n".join(lines)
 
 
