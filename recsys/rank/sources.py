@@ -4,7 +4,9 @@ events before that time; their union per user keeps every source's rank and scor
 A source is anything with ``fit(fs, before)`` and ``scores(users, time) -> (U, n_items)``
 (the baselines are sources as they are). :func:`source_candidates` turns the scores into a
 top-N list: items created at or after the query time are never returned, nor (with
-``exclude_seen``) items the user already interacted with.
+``exclude_seen``) items the user already interacted with. A source may instead answer
+``top_n(users, time, n, exclude_seen) -> (items, scores)`` itself, under the same rules
+(the two-tower does, through a FAISS index, without a dense (U, n_items) matrix).
 """
 
 from __future__ import annotations
@@ -22,28 +24,93 @@ from recsys.features.events import KEY
 from recsys.rank.config import SOURCE_NAMES, RankConfig, RankConfigError
 
 
-def recent_events(fs: FeatureSet, users: np.ndarray, time: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-    """(query row, event position) of each user's last ``last`` events before ``time``."""
+def recent_events(fs: FeatureSet, users: np.ndarray, time: int, last: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, event position) of each user's last ``last`` events before ``time``
+    (every event before it with ``last=None``)."""
     users = np.asarray(users, np.int64)
     pos = np.searchsorted(fs.ev_key, users * KEY + int(time), side="left")
-    lo = np.maximum(fs.ev_start[users], pos - last)
+    lo = fs.ev_start[users] if last is None else np.maximum(fs.ev_start[users], pos - last)
     lengths = pos - lo
     row = np.repeat(np.arange(len(users)), lengths)
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return row, lo[row] + within
 
 
-class TwoTowerSource:
-    """A trained two-tower model's scores (exact inner product of its user and item vectors)."""
+def seen_pairs(fs: FeatureSet, users: np.ndarray, time: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, item row) of every event of each user before ``time`` (repeats kept): the
+    items :func:`source_candidates` leaves out, as one scatter instead of a loop over users."""
+    row, pos = recent_events(fs, users, time, None)
+    return row, fs.ev_item[pos]
 
-    def __init__(self, recommender: Recommender):
-        self.recommender = recommender
+
+def keep_top_n(rows: np.ndarray, scores: np.ndarray, n: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` of each row of a search result (best first) that ``drop`` (same shape)
+    leaves in: (items (U, n), scores (U, n)), item -1 / score NaN where fewer are left."""
+    keep = ~drop
+    slot = np.cumsum(keep, axis=1) - 1
+    take = keep & (slot < n)
+    r, c = np.nonzero(take)
+    items = np.full((len(rows), n), -1, np.int64)
+    top_scores = np.full((len(rows), n), np.nan, np.float32)
+    items[r, slot[r, c]] = rows[r, c]
+    top_scores[r, slot[r, c]] = scores[r, c]
+    return items, top_scores
+
+
+class TwoTowerSource:
+    """A trained two-tower model's items by inner product of its user and item vectors,
+    searched in a :class:`recsys.index.CandidateIndex` (``index_kind``: ``flat`` is exact,
+    ``ivf`` / ``hnsw`` / ``auto`` as the index chooses and tunes them).
+
+    ``fit(fs, before)`` indexes the items created before ``before``; a query over-fetches by
+    the most items a user of the batch has seen and filters them out (as serving does), so
+    the lists equal the exact top-N of the dense scores (``scores``, kept for the
+    ``Recommender`` protocol)."""
+
+    def __init__(self, recommender: Recommender, index_kind: str = "flat", tune_queries: int = 1000, seed: int = 0):
+        self.recommender, self.index_kind, self.tune_queries, self.seed = recommender, index_kind, tune_queries, seed
+        self.index = None
+        self._before: int | None = None
 
     def fit(self, fs: FeatureSet, before: int) -> TwoTowerSource:
+        from recsys.index import CandidateIndex, IndexConfig
+
+        self.fs = fs
+        if self.index is not None and self._before == int(before):
+            return self
+        items = np.asarray(self.recommender.item_matrix().numpy(), np.float32)
+        self.rows = np.flatnonzero(fs.items.created_s < before)  # index row -> catalogue row
+        self.index = None
+        if len(self.rows):
+            rng = np.random.default_rng(self.seed)
+            sample = np.sort(rng.choice(fs.n_users, min(self.tune_queries, fs.n_users), replace=False))
+            queries = self.recommender.user_matrix(sample, before).numpy()
+            config = IndexConfig(kind=self.index_kind, k=min(100, len(self.rows)), tune_queries=self.tune_queries, seed=self.seed)
+            self.index = CandidateIndex.build(items[self.rows], fs.items.ids[self.rows], queries, config)
+        self._before = int(before)
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         return np.asarray(self.recommender.scores(users, time), np.float32)
+
+    def top_n(self, users: np.ndarray, time: int, n: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        users = np.asarray(users, np.int64)
+        fs, n_items = self.fs, self.fs.items.n
+        if self.index is None or not len(users):
+            return np.full((len(users), n), -1, np.int64), np.full((len(users), n), np.nan, np.float32)
+        seen = np.zeros(0, np.int64)
+        extra = 0
+        if exclude_seen:
+            row, item = seen_pairs(fs, users, time)
+            seen = np.unique(row * n_items + item)
+            extra = int(np.bincount(seen // n_items, minlength=len(users)).max(initial=0))
+        queries = self.recommender.user_matrix(users, time).numpy()
+        scores, found = self.index.search(queries, n + extra)
+        items = np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
+        drop = (found < 0) | ~np.isfinite(scores) | ~(fs.items.created_s[np.maximum(items, 0)] < time)
+        if len(seen):
+            drop |= np.isin(np.arange(len(users))[:, None] * n_items + items, seen)
+        return keep_top_n(items, scores, n, drop)
 
 
 @dataclass
@@ -124,7 +191,7 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
     if name == "two_tower":
         if two_tower is None:
             raise RankConfigError("source 'two_tower' needs a trained two-tower model")
-        return TwoTowerSource(two_tower)
+        return TwoTowerSource(two_tower, config.two_tower_index, seed=config.seed)
     makers = {
         "als": lambda: ImplicitMF("als", factors=config.als_factors, iterations=config.als_iterations, seed=config.seed, name="als"),
         "item_cf": lambda: ItemCF(config.item_cf_recent),
@@ -141,11 +208,12 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
 
 def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: int, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(items (U, n), scores (U, n)) of a fitted source; item -1 / score NaN where it has fewer."""
-    scores = np.asarray(source.scores(users, time), np.float32).copy()
+    if hasattr(source, "top_n"):
+        return source.top_n(users, time, n, exclude_seen)
+    scores = np.array(source.scores(users, time), np.float32)  # a copy: a source may return a view
     scores[:, ~(fs.items.created_s < time)] = -np.inf  # not on sale yet
     if exclude_seen:
-        for row, seen in enumerate(fs.items_before(users, time)):
-            scores[row, seen] = -np.inf
+        scores[seen_pairs(fs, users, time)] = -np.inf
     scores[np.isnan(scores)] = -np.inf
     top = top_k(scores, n)
     top_scores = np.take_along_axis(scores, top, axis=1)
