@@ -7,7 +7,7 @@ repeating each pair over its user's history items, in chunks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -31,6 +31,32 @@ class FeatureContext:
     als: object | None = None  # a fitted recsys.baselines.ImplicitMF (fitted before the query time)
     max_sim_history: int = 20
     smoothing: float = 20.0  # pseudo-views of the smoothed view->purchase rate
+    # per-time statistics of the whole log (item popularity, user paid price...), kept for the
+    # last query time: chunks of users at one time compute them once
+    _per_time: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def time_statistics(fs: FeatureSet, time: int, ctx: FeatureContext) -> dict[str, np.ndarray]:
+    """What the pair features need from every event before ``time`` (not only the pairs'
+    users and items): computed once per (feature set, time) and cached in ``ctx``."""
+    cached = ctx._per_time.get("stats")
+    if cached is not None and cached[0] is fs and cached[1] == time:
+        return cached[2]
+    before = fs.ev_ts < time
+    bought = before & (fs.ev_event == EVENT_CODES["purchase"])
+    paid = ctx.prices[fs.ev_item[bought]]
+    ok = np.isfinite(paid)
+    spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
+    n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
+    stats = {
+        "usual": np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan),
+        **{f"pop_{d}": fs.popularity(before=time, after=time - d * DAY) for d in (1, 7, 30)},
+        "views": np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=fs.items.n).astype(np.float64),
+        "buys": np.bincount(fs.ev_item[bought], minlength=fs.items.n).astype(np.float64),
+        "recent": np.bincount(fs.ev_user[before & (fs.ev_ts >= time - 30 * DAY)], minlength=fs.n_users),
+    }
+    ctx._per_time["stats"] = (fs, time, stats)
+    return stats
 
 
 def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
@@ -113,24 +139,17 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
 
     # price relative to what the user usually paid (mean price of their purchases before the time)
-    before = fs.ev_ts < time
-    bought = before & (fs.ev_event == EVENT_CODES["purchase"])
-    paid = ctx.prices[fs.ev_item[bought]]
-    ok = np.isfinite(paid)
-    spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
-    n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
-    usual = np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan)
+    stats = time_statistics(fs, time, ctx)
     cols["price"] = ctx.prices[i].astype(np.float32)
-    cols["price_vs_usual"] = (ctx.prices[i] / usual[u]).astype(np.float32)
+    cols["price_vs_usual"] = (ctx.prices[i] / stats["usual"][u]).astype(np.float32)
 
     # item popularity and trend, age, smoothed view->purchase rate
-    pop = {d: fs.popularity(before=time, after=time - d * DAY) for d in (1, 7, 30)}
+    pop = {d: stats[f"pop_{d}"] for d in (1, 7, 30)}
     for d, counts in pop.items():
         cols[f"item_pop_{d}d"] = counts[i].astype(np.float32)
     cols["item_trend"] = ((pop[7][i] / 7.0 + 1e-3) / (pop[30][i] / 30.0 + 1e-3)).astype(np.float32)
     cols["item_age_days"] = ((time - items.created_s[i]) / DAY).astype(np.float32)
-    views = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=items.n).astype(np.float64)
-    buys = np.bincount(fs.ev_item[bought], minlength=items.n).astype(np.float64)
+    views, buys = stats["views"], stats["buys"]
     prior = buys.sum() / max(views.sum(), 1.0)
     cols["item_view_to_purchase"] = ((buys[i] + ctx.smoothing * prior) / (views[i] + ctx.smoothing)).astype(np.float32)
 
@@ -139,8 +158,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     start = fs.ev_start[uniq]
     n_events = end - start
     cols["user_events"] = n_events[uidx].astype(np.float32)
-    recent = np.bincount(fs.ev_user[before & (fs.ev_ts >= time - 30 * DAY)], minlength=fs.n_users)
-    cols["user_events_30d"] = recent[u].astype(np.float32)
+    cols["user_events_30d"] = stats["recent"][u].astype(np.float32)
     last = np.where(n_events > 0, fs.ev_ts[np.maximum(end - 1, 0)], -1)
     cols["user_days_since_last"] = np.where(n_events > 0, (time - last) / DAY, np.nan)[uidx].astype(np.float32)
 
