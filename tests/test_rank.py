@@ -225,6 +225,14 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     order = np.argsort(users)
     in_union[order[np.searchsorted(users[order], union["u"].to_numpy())], union["i"].to_numpy()] = True
     assert np.isfinite(scores[in_union]).all() and np.isneginf(scores[~in_union]).all()
+    # top_k: the dense scores' best items, straight from the union
+    from recsys.evaluate import top_k
+
+    items, best = RankedRecommender(gen, ctx, fit).top_k(users, cutoff, 20)
+    dense = np.take_along_axis(scores, top_k(scores, 20), axis=1)
+    np.testing.assert_array_equal(np.where(items >= 0, best, -np.inf), dense)
+    found = items >= 0
+    np.testing.assert_array_equal(np.take_along_axis(scores, np.maximum(items, 0), axis=1)[found], best[found])
     assert set(fit.importance) == set(fit.features)
     # an ablation leaves features out
     no_style = fit_ranker(gen, ctx, cutoff, exclude=("style_cos", "style_max_sim"))
