@@ -18,7 +18,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.baselines import ContentKNN, ImplicitMF, Popularity
-from recsys.evaluate import Recommender, top_k
+from recsys.evaluate import Recommender
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.features.events import KEY
 from recsys.rank.config import SOURCE_NAMES, RankConfig, RankConfigError
@@ -34,6 +34,15 @@ def recent_events(fs: FeatureSet, users: np.ndarray, time: int, last: int | None
     row = np.repeat(np.arange(len(users)), lengths)
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return row, lo[row] + within
+
+
+def fast_top_k(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, columns) of each row's ``n`` largest, best first (torch.topk: several times
+    faster than numpy's argpartition on a (users x catalogue) block)."""
+    import torch
+
+    values, cols = torch.topk(torch.from_numpy(np.ascontiguousarray(scores, np.float32)), min(n, scores.shape[1]), dim=1)
+    return values.numpy(), cols.numpy().astype(np.int64)
 
 
 def seen_pairs(fs: FeatureSet, users: np.ndarray, time: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,9 +190,11 @@ class NewArrivals:
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         created = self.fs.items.created_s
-        new = (created < time) & (created >= time - self.days * DAY)
-        sims = self.fs.history_profile(users, time, self.fs.items.style) @ self.fs.items.style.T
-        return np.where(new[None, :], sims, -np.inf).astype(np.float32)
+        new = np.flatnonzero((created < time) & (created >= time - self.days * DAY))
+        out = np.full((len(users), self.fs.items.n), -np.inf, np.float32)
+        if len(new):  # only the new arrivals' similarities
+            out[:, new] = self.fs.history_profile(users, time, self.fs.items.style) @ self.fs.items.style[new].T
+        return out
 
 
 def make_source(name: str, config: RankConfig, two_tower: Recommender | None = None):
@@ -215,8 +226,7 @@ def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: i
     if exclude_seen:
         scores[seen_pairs(fs, users, time)] = -np.inf
     scores[np.isnan(scores)] = -np.inf
-    top = top_k(scores, n)
-    top_scores = np.take_along_axis(scores, top, axis=1)
+    top_scores, top = fast_top_k(scores, n)
     missing = ~np.isfinite(top_scores)
     return np.where(missing, -1, top), np.where(missing, np.nan, top_scores).astype(np.float32)
 
