@@ -20,6 +20,7 @@ from recsys.rank.sources import category_share, recent_events
 # the features built from style vectors (an ablation leaves them out)
 STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "new_arrivals_score", "new_arrivals_rank")
 CHUNK = 200_000
+DENSE_PER_PAIR = 64  # row_dot takes the dense product when it has at most this many entries per pair
 
 
 @dataclass
@@ -60,10 +61,26 @@ def time_statistics(fs: FeatureSet, time: int, ctx: FeatureContext) -> dict[str,
 
 
 def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
-    """``(a[ai] * b[bi]).sum(1)`` in chunks."""
+    """``(a[ai] * b[bi]).sum(1)`` in chunks; by blocks of the dense product ``a @ b.T`` when
+    that is small next to the pairs (a chunk's users x the catalogue: BLAS beats gathering rows)."""
+    if len(a) * len(b) <= DENSE_PER_PAIR * len(ai):
+        return _row_dot_dense(a, ai, b, bi)
     out = np.empty(len(ai), np.float32)
     for s in range(0, len(ai), CHUNK):
         out[s : s + CHUNK] = np.einsum("ij,ij->i", a[ai[s : s + CHUNK]], b[bi[s : s + CHUNK]])
+    return out
+
+
+def _row_dot_dense(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
+    out = np.empty(len(ai), np.float32)
+    order = np.argsort(ai, kind="stable")
+    step = max(1, CHUNK * DENSE_PER_PAIR // max(len(b), 1))  # rows of a per block
+    bounds = np.searchsorted(ai[order], np.arange(0, len(a) + step, step))
+    bt = np.ascontiguousarray(np.asarray(b, np.float32).T)
+    for k, lo in enumerate(range(0, len(a), step)):
+        sel = order[bounds[k] : bounds[k + 1]]
+        if len(sel):
+            out[sel] = (np.asarray(a[lo : lo + step], np.float32) @ bt)[ai[sel] - lo, bi[sel]]
     return out
 
 
@@ -126,7 +143,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         items_tt = ctx.two_tower.item_matrix().numpy()
         cols["two_tower_dot"] = row_dot(users_tt, uidx, items_tt, i)
     if ctx.als is not None:
-        dot = row_dot(np.asarray(ctx.als.model.user_factors), uniq[uidx], np.asarray(ctx.als.model.item_factors), i)
+        dot = row_dot(np.asarray(ctx.als.model.user_factors)[uniq], uidx, np.asarray(ctx.als.model.item_factors), i)
         cols["als_dot"] = np.where(ctx.als._unknown[i], np.nan, dot)
 
     items = fs.items
