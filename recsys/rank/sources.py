@@ -233,22 +233,29 @@ def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: i
 
 def candidate_union(users: np.ndarray, per_source: dict[str, tuple[np.ndarray, np.ndarray]]) -> pl.DataFrame:
     """One row per (user row ``u``, item row ``i``) any source returned, with ``<source>_score``
-    and ``<source>_rank`` (1 = its best; null where the source did not return the item)."""
+    and ``<source>_rank`` (1 = its best; null where the source did not return the item).
+
+    Built with numpy: one sorted array of (user, item) keys, each source's columns scattered
+    into it (a source returns an item at most once per user)."""
     users = np.asarray(users, np.int64)
-    union = None
+    if not per_source:
+        return pl.DataFrame(schema={"u": pl.Int64, "i": pl.Int64})
+    span = max(int(items.max(initial=-1)) for items, _ in per_source.values()) + 1
+    keyed = {}
     for name, (items, scores) in per_source.items():
         n = items.shape[1]
         keep = items.ravel() >= 0
-        df = pl.DataFrame({
-            "u": np.repeat(users, n)[keep],
-            "i": items.ravel()[keep].astype(np.int64),
-            f"{name}_score": scores.ravel()[keep].astype(np.float32),
-            f"{name}_rank": np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))[keep],
-        })
-        union = df if union is None else union.join(df, on=["u", "i"], how="full", coalesce=True)
-    if union is None:
-        return pl.DataFrame(schema={"u": pl.Int64, "i": pl.Int64})
-    return union.sort(["u", "i"])
+        keys = np.repeat(users, n)[keep] * span + items.ravel()[keep].astype(np.int64)
+        keyed[name] = (keys, scores.ravel()[keep].astype(np.float32), np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))[keep])
+    union = np.unique(np.concatenate([k for k, _, _ in keyed.values()]))
+    columns: dict[str, pl.Series] = {"u": pl.Series("u", union // span, pl.Int64), "i": pl.Series("i", union % span, pl.Int64)}
+    for name, (keys, scores, ranks) in keyed.items():
+        pos = np.searchsorted(union, keys)
+        for column, values in ((f"{name}_score", scores), (f"{name}_rank", ranks)):
+            full = np.full(len(union), np.nan, np.float32)
+            full[pos] = values
+            columns[column] = pl.Series(column, full).fill_nan(None)
+    return pl.DataFrame(columns)
 
 
 def retrieval_recall(union: pl.DataFrame, truth: pl.DataFrame, sources: tuple[str, ...]) -> dict[str, float]:
