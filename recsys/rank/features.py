@@ -85,28 +85,45 @@ def _row_dot_dense(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray)
 
 
 def _max_history_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, items: np.ndarray, time: int, last: int) -> np.ndarray:
-    """Each pair's largest style similarity to the user's last ``last`` history items (with style)."""
+    """Each pair's largest style similarity to the user's last ``last`` history items (with style).
+
+    One small matrix product per user (batched: the user's candidates x their history,
+    both padded), instead of gathering a style vector per (pair, history item)."""
+    import torch
+
     row, pos = recent_events(fs, uniq, time, last)
     hist = fs.ev_item[pos]
     keep = fs.items.has_style[hist]
     row, hist = row[keep], hist[keep]
-    hcount = np.bincount(row, minlength=len(uniq))
-    hstart = np.cumsum(hcount) - hcount
     out = np.full(len(items), np.nan, np.float32)
+    if not len(row) or not len(items):
+        return out
     style = fs.items.style
-    step = max(1, CHUNK // max(last, 1))
-    for s in range(0, len(items), step):
-        pu, pi = uidx[s : s + step], items[s : s + step]
-        counts = hcount[pu]
-        if not counts.sum():
+    hcount = np.bincount(row, minlength=len(uniq))
+    hslot = np.arange(len(row)) - (np.cumsum(hcount) - hcount)[row]
+    history = np.zeros((len(uniq), int(hcount.max()), style.shape[1]), np.float32)
+    history[row, hslot] = style[hist]
+    padded = np.ones(history.shape[:2], bool)
+    padded[row, hslot] = False
+    order = np.argsort(uidx, kind="stable")
+    ccount = np.bincount(uidx, minlength=len(uniq))
+    cstart = np.cumsum(ccount) - ccount
+    cslot = np.empty(len(items), np.int64)
+    cslot[order] = np.arange(len(items)) - cstart[uidx[order]]
+    width = int(ccount.max())
+    step = max(1, CHUNK // max(width, 1))  # users per batch: at most ~CHUNK candidate vectors
+    for lo in range(0, len(uniq), step):
+        hi = min(lo + step, len(uniq))
+        sel = order[cstart[lo] : cstart[hi - 1] + ccount[hi - 1]]
+        if not len(sel):
             continue
-        pair = np.repeat(np.arange(len(pu)), counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        sims = row_dot(style, pi[pair], style, hist[hstart[pu][pair] + within])
-        has = counts > 0
-        starts = (np.cumsum(counts) - counts)[has]
-        block = out[s : s + step]
-        block[has] = np.maximum.reduceat(sims, starts)
+        cands = np.zeros((hi - lo, width, style.shape[1]), np.float32)
+        cands[uidx[sel] - lo, cslot[sel]] = style[items[sel]]
+        sims = torch.bmm(torch.from_numpy(cands), torch.from_numpy(history[lo:hi]).transpose(1, 2))
+        sims.masked_fill_(torch.from_numpy(padded[lo:hi])[:, None, :], -np.inf)
+        best = sims.amax(dim=2).numpy()
+        out[sel] = best[uidx[sel] - lo, cslot[sel]]
+    out[hcount[uidx] == 0] = np.nan
     out[~fs.items.has_style[items]] = np.nan
     return out
 
