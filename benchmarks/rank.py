@@ -8,9 +8,11 @@ job serves the ranker: sources -> union -> pair_features -> booster.predict -> t
 own; RSS is sampled every 5 ms while it scores. Runs:
 
 - the chunked top-k path for half the users and for all of them (RSS must not grow);
-- the baseline in the same run: the evaluation path (``RankedRecommender.scores``, a dense
-  (users x items) matrix per chunk, then ``recsys.evaluate.top_k``) on the first chunks,
-  whose lists are compared with the top-k path's.
+- the evaluation path (``RankedRecommender.scores``, a dense (users x items) matrix per
+  chunk, then ``recsys.evaluate.top_k``) on the first chunks, whose ranked scores are
+  compared with the top-k path's;
+- the baseline in the same run: that evaluation path with the ranking code as it was before
+  the speed-up (``--baseline-rev``, extracted with ``git archive``), on the same chunks.
 
 The two-tower is trained for ``--epochs`` (default 1, no refit): enough to measure speed,
 not a model whose quality means anything. Usage:
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -131,7 +134,7 @@ from recsys.bundle import load_for_dataset
 from recsys.evaluate import top_k as dense_top_k
 from recsys.rank.config import RankConfig
 from recsys.rank.features import FeatureContext, pair_features
-from recsys.rank.ranker import RankedRecommender, RankerFit, union_top_k
+from recsys.rank.ranker import RankedRecommender, RankerFit
 from recsys.rank.run import catalogue_prices
 from recsys.rank.sources import CandidateGenerator, candidate_union
 from recsys.train import TwoTowerRecommender
@@ -171,6 +174,7 @@ for s in range(0, len(users), chunk):
     t = time.perf_counter(); union = candidate_union(batch, per); stages["union"] += time.perf_counter() - t
     t = time.perf_counter(); frame = pair_features(fs, union, cutoff, ctx); stages["features"] += time.perf_counter() - t
     t = time.perf_counter(); pred = booster.predict(frame.select(rec.fit.features).to_numpy().astype(np.float32)); stages["predict"] += time.perf_counter() - t
+    from recsys.rank.ranker import union_top_k
     t = time.perf_counter(); items, best = union_top_k(batch, frame["u"].to_numpy(), frame["i"].to_numpy(), pred, k); stages["top-k"] += time.perf_counter() - t
     pairs += frame.height
     if s < 2 * chunk:
@@ -184,9 +188,11 @@ print(json.dumps(res))
 """
 
 
-def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: int, mode: str, out: Path) -> dict:
-    cmd = [sys.executable, "-c", CHILD, str(root), str(folder), str(users), str(chunk), str(k), mode, str(out), json.dumps(RANK), ranker_file]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: int, mode: str, out: Path, code: Path | None = None) -> dict:
+    """One scoring run in its own process; ``code``: a checkout to import the project from."""
+    cmd = [sys.executable, "-c", CHILD, str(root.resolve()), str(folder.resolve()), str(users), str(chunk), str(k), mode, str(out), json.dumps(RANK), ranker_file]
+    env_vars = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env_vars)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -200,6 +206,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
+    parser.add_argument("--baseline-rev", default="1cbd727", help="git revision of the ranking code before the speed-up ('': skip)")
     args = parser.parse_args()
     import numpy as np
 
@@ -216,11 +223,17 @@ def main() -> None:
         ranker = meta["ranker_file"]
         full = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "full.npy")
         half = run(root, folder, ranker, full["users"] // 2, args.chunk, args.k, "top_k", tmp / "half.npy")
-        base = None
+        base = before = None
         if args.baseline_chunks:
             base = run(root, folder, ranker, args.baseline_chunks * args.chunk, args.chunk, args.k, "dense", tmp / "dense.npy")
             fast, dense = np.load(tmp / "full.npy")[: base["users"]], np.load(tmp / "dense.npy")
             same_scores = float(np.mean([np.array_equal(a, b) for a, b in zip(fast, dense, strict=True)]))
+            if args.baseline_rev:
+                code = tmp / "baseline"
+                code.mkdir()
+                archive = subprocess.run(["git", "archive", args.baseline_rev], capture_output=True, check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+                before = run(root, folder, ranker, args.baseline_chunks * args.chunk, args.chunk, args.k, "dense", tmp / "before.npy", code)
 
     print(f"StyleMart {args.preset}: {full['users']:,} users, {full['n_items']:,} items; test cutoff; chunks of {args.chunk:,} users, top-{args.k} (setup {setup:.0f} s)")
     print(f"  two-tower: {meta['two_tower_epochs']} epoch(s), no refit (val Recall@50 {meta['two_tower_val_recall_50']:.3f}; speed only)")
@@ -228,10 +241,13 @@ def main() -> None:
     print(f"  sources {SOURCES}: {full['pairs_per_user']:.0f} candidates per user in the union")
     print(f"  fitting the sources at the cutoff (once per time): {full['fit_sources_s']:.1f} s (not in users/s)")
     names = list(full["stages"])
-    print(f"{'run':<26}{'users':>8}{'users/s':>10}{'vs dense':>10}" + "".join(f"{n + ' s':>12}" for n in names) + f"{'RSS before':>12}{'peak scoring':>14}{'peak process':>14}")
-    for label, r in (("top_k, all users", full), ("top_k, half the users", half), *((("dense scores + top_k", base),) if base else ())):
-        ratio = r["users_per_s"] / base["users_per_s"] if base else float("nan")
-        print(f"{label:<26}{r['users']:>8,}{r['users_per_s']:>10,.0f}{ratio:>9.2f}x" + "".join(f"{r['stages'][n]:>12.2f}" for n in names)
+    print(f"{'run':<30}{'users':>8}{'users/s':>10}{'vs before':>10}" + "".join(f"{n + ' s':>12}" for n in names) + f"{'RSS before':>12}{'peak scoring':>14}{'peak process':>14}")
+    runs = [("top_k, all users", full), ("top_k, half the users", half)]
+    runs += [("dense scores + top_k", base)] if base else []
+    runs += [(f"before ({args.baseline_rev}), dense", before)] if before else []
+    for label, r in runs:
+        ratio = r["users_per_s"] / before["users_per_s"] if before else float("nan")
+        print(f"{label:<30}{r['users']:>8,}{r['users_per_s']:>10,.0f}{ratio:>9.2f}x" + "".join(f"{r['stages'][n]:>12.2f}" for n in names)
               + f"{r['rss_before_mb']:>9,.0f} MB{r['peak_rss_scoring_mb']:>11,.0f} MB{r['peak_rss_process_mb']:>11,.0f} MB")
     growth = full["peak_rss_scoring_mb"] - half["peak_rss_scoring_mb"]
     print(f"peak RSS while scoring, all users - half the users: {growth:+,.0f} MB ({full['users']:,} vs {half['users']:,} users)")
