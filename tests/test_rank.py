@@ -14,7 +14,7 @@ from recsys.features.events import KEY
 from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
 from recsys.rank.features import FeatureContext, feature_names, pair_features
 from recsys.rank.ranker import RankedRecommender, RankerError, check_features, fit_ranker, window_labels
-from recsys.rank.sources import CandidateGenerator, candidate_union, make_source, retrieval_recall, truth_pairs
+from recsys.rank.sources import CandidateGenerator, TwoTowerSource, candidate_union, make_source, retrieval_recall, seen_pairs, source_candidates, truth_pairs
 
 NO_TWO_TOWER = {"als": 30, "item_cf": 30, "style_knn": 20, "text_knn": 20, "popular": 20, "popular_in_category": 20, "new_arrivals": 10}
 FAST = RankConfig(sources=NO_TWO_TOWER, n_estimators=20, early_stopping_rounds=5, negatives_per_user=10, als_factors=8, als_iterations=3, windows=3, window_days=7.0)
@@ -55,6 +55,8 @@ def test_bad_config_is_a_clear_error(tmp_path):
     path.write_text("[train]\nepochs = 1\n")
     with pytest.raises(RankConfigError, match="only \\[rank\\]"):
         load_rank_config(path)
+    with pytest.raises(RankConfigError, match="two_tower_index must be one of"):
+        RankConfig(two_tower_index="annoy")
     path.write_text("[rank]\nwindows = 4\n[rank.sources]\nals = 7\nitem_cf = 3\n")
     cfg = load_rank_config(path)
     assert cfg.windows == 4 and cfg.source_names == ("als", "item_cf")
@@ -100,6 +102,53 @@ def test_a_list_shown_until_later_offers_items_launched_meanwhile_scored_on_earl
     frame = pair_features(fs, CandidateGenerator(fs, FAST).union(users, query_time, until), query_time, FeatureContext(prices_of(fs)))
     new = launched[frame["i"].to_numpy()]
     assert (frame["item_age_days"].to_numpy()[new] == 0).all() and (frame["item_pop_30d"].to_numpy()[new] == 0).all()
+
+
+def test_vectorised_seen_mask_equals_the_per_user_loop(tiny_features, query_time):
+    fs = tiny_features
+    users = np.concatenate([np.arange(fs.n_users)[::-1], [0, 0, 5]])  # any order, repeats
+    for time in (query_time, fs.time_of("test"), int(fs.ev_ts.min())):
+        loop = np.zeros((len(users), fs.items.n), bool)
+        for row, seen in enumerate(fs.items_before(users, time)):
+            loop[row, seen] = True
+        vectorised = np.zeros_like(loop)
+        vectorised[seen_pairs(fs, users, time)] = True
+        np.testing.assert_array_equal(vectorised, loop)
+
+
+class DenseOnly:
+    """A source answering only dense scores (the exact path of source_candidates)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def scores(self, users, time):
+        return self.source.scores(users, time)
+
+
+def test_two_tower_source_via_faiss_returns_the_exact_top_n(tiny_features, query_time):
+    from recsys.model import TwoTowerConfig
+    from recsys.train import TwoTowerRecommender, build_model
+
+    fs = tiny_features
+    recommender = TwoTowerRecommender(build_model(fs, TwoTowerConfig(), seed=0), fs)
+    users = np.arange(fs.n_users)[::-1]
+    for time in (query_time, fs.time_of("test")):
+        source = make_source("two_tower", RankConfig(), recommender).fit(fs, time)
+        assert isinstance(source, TwoTowerSource) and source.index.manifest.kind == "flat"
+        for exclude_seen, until in ((True, None), (False, None), (True, time + 7 * DAY)):
+            items, scores = source_candidates(source, fs, users, time, 40, exclude_seen, until)
+            exact_items, exact_scores = source_candidates(DenseOnly(source), fs, users, time, 40, exclude_seen, until)
+            assert (items >= 0).all()
+            for r in range(len(users)):
+                assert set(items[r]) == set(exact_items[r]), r
+            np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-5)
+    # an approximate index keeps the rules: nothing seen, nothing created at or after the time
+    source = make_source("two_tower", RankConfig(two_tower_index="hnsw"), recommender).fit(fs, query_time)
+    items, _ = source_candidates(source, fs, users, query_time, 40)
+    seen = fs.items_before(users, query_time)
+    assert (fs.items.created_s[items[items >= 0]] < query_time).all()
+    assert not any(np.isin(items[r], seen[r]).any() for r in range(len(users)))
 
 
 def test_union_and_retrieval_recall_by_hand():
@@ -216,6 +265,14 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     order = np.argsort(users)
     in_union[order[np.searchsorted(users[order], union["u"].to_numpy())], union["i"].to_numpy()] = True
     assert np.isfinite(scores[in_union]).all() and np.isneginf(scores[~in_union]).all()
+    # top_k: the dense scores' best items, straight from the union
+    from recsys.evaluate import top_k
+
+    items, best = RankedRecommender(gen, ctx, fit).top_k(users, cutoff, 20)
+    dense = np.take_along_axis(scores, top_k(scores, 20), axis=1)
+    np.testing.assert_array_equal(np.where(items >= 0, best, -np.inf), dense)
+    found = items >= 0
+    np.testing.assert_array_equal(np.take_along_axis(scores, np.maximum(items, 0), axis=1)[found], best[found])
     assert set(fit.importance) == set(fit.features)
     # an ablation leaves features out
     no_style = fit_ranker(gen, ctx, cutoff, exclude=("style_cos", "style_max_sim"))

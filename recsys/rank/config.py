@@ -11,6 +11,8 @@ from recsys.tomlconf import build_dataclass, read_toml
 
 # every candidate source, in the order their columns appear
 SOURCE_NAMES = ("two_tower", "als", "item_cf", "style_knn", "text_knn", "popular", "popular_in_category", "new_arrivals")
+# FAISS index kinds of the two-tower source (recsys.index.CandidateIndex); flat is exact
+INDEX_KINDS = ("flat", "ivf", "hnsw", "auto")
 
 
 class RankConfigError(ValueError):
@@ -26,6 +28,7 @@ class RankConfig:
     # candidate source -> items per user it returns (top-N); a source left out is not used
     sources: dict[str, int] = field(default_factory=_default_sources)
     exclude_seen: bool = True  # drop items the user interacted with before the query (as the evaluation masks them)
+    two_tower_index: str = "flat"  # the two-tower source's FAISS index: flat (exact), ivf, hnsw or auto
     popular_days: float = 7.0  # window of the recent-popularity sources
     new_arrival_days: float = 14.0  # an item is a new arrival this long after its creation
     item_cf_recent: int = 20  # the user's last events item-CF starts from
@@ -55,6 +58,8 @@ class RankConfig:
         bad = {k: v for k, v in self.sources.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
         if bad:
             raise RankConfigError(f"[rank] sources: N must be an integer >= 1, got {bad}")
+        if self.two_tower_index not in INDEX_KINDS:
+            raise RankConfigError(f"[rank] two_tower_index must be one of {list(INDEX_KINDS)}, got {self.two_tower_index!r}")
         if self.windows < 2:
             raise RankConfigError(f"[rank] windows must be >= 2 (the last one validates), got {self.windows}")
         if not self.window_days > 0 or self.negatives_per_user < 1 or self.num_threads < 1:

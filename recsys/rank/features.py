@@ -7,7 +7,7 @@ repeating each pair over its user's history items, in chunks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -20,6 +20,7 @@ from recsys.rank.sources import category_share, recent_events
 # the features built from style vectors (an ablation leaves them out)
 STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "user_style_group_share", "user_affinity", "new_arrivals_score", "new_arrivals_rank")
 CHUNK = 200_000
+DENSE_PER_PAIR = 64  # row_dot takes the dense product when it has at most this many entries per pair
 
 
 @dataclass
@@ -33,6 +34,9 @@ class FeatureContext:
     smoothing: float = 20.0  # pseudo-views of the smoothed view->purchase rate
     style_clusters: int = 16  # k-means groups of the catalogue's style vectors (the user's style shares)
     _clusters: np.ndarray | None = None
+    # per-time statistics of the whole log (item popularity, user paid price...), kept for the
+    # last query time: chunks of users at one time compute them once
+    _per_time: dict = field(default_factory=dict, repr=False, compare=False)
 
     def style_cluster(self, fs: FeatureSet) -> np.ndarray:
         """Each item's style group (k-means over the items with a style vector; the items
@@ -54,37 +58,103 @@ def style_groups(style: np.ndarray, has_style: np.ndarray, k: int, seed: int = 0
     return groups
 
 
+def time_statistics(fs: FeatureSet, time: int, ctx: FeatureContext) -> dict[str, np.ndarray]:
+    """What the pair features need from every event before ``time`` (not only the pairs'
+    users and items): computed once per (feature set, time) and cached in ``ctx``."""
+    cached = ctx._per_time.get("stats")
+    if cached is not None and cached[0] is fs and cached[1] == time:
+        return cached[2]
+    before = fs.ev_ts < time
+    bought = before & (fs.ev_event == EVENT_CODES["purchase"])
+    paid = ctx.prices[fs.ev_item[bought]]
+    ok = np.isfinite(paid)
+    spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
+    n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
+    stats = {
+        "usual": np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan),
+        **{f"pop_{d}": fs.popularity(before=time, after=time - d * DAY) for d in (1, 7, 30)},
+        "views": np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=fs.items.n).astype(np.float64),
+        "clicks": np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["click"])], minlength=fs.items.n).astype(np.float64),
+        "buys": np.bincount(fs.ev_item[bought], minlength=fs.items.n).astype(np.float64),
+        "events": np.bincount(fs.ev_item[before], minlength=fs.items.n).astype(np.float64),
+        "views_30d": pop_views_30d(fs, time),
+        "recent": np.bincount(fs.ev_user[before & (fs.ev_ts >= time - 30 * DAY)], minlength=fs.n_users),
+    }
+    if np.isfinite(ctx.prices).any():
+        # price level within the item's category, and the level each user engages with (clicks, carts, purchases)
+        level = price_in_category(ctx.prices, fs.items.category, fs.items.created_s < time)
+        engaged = before & (fs.ev_event >= EVENT_CODES["click"]) & np.isfinite(level[fs.ev_item])
+        n_engaged = np.bincount(fs.ev_user[engaged], minlength=fs.n_users)
+        stats["price_level"] = level
+        stats["user_price_level"] = np.where(n_engaged > 0, np.bincount(fs.ev_user[engaged], level[fs.ev_item[engaged]], minlength=fs.n_users) / np.maximum(n_engaged, 1), np.nan)
+    ctx._per_time["stats"] = (fs, time, stats)
+    return stats
+
+
 def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
-    """``(a[ai] * b[bi]).sum(1)`` in chunks."""
+    """``(a[ai] * b[bi]).sum(1)`` in chunks; by blocks of the dense product ``a @ b.T`` when
+    that is small next to the pairs (a chunk's users x the catalogue: BLAS beats gathering rows)."""
+    if len(a) * len(b) <= DENSE_PER_PAIR * len(ai):
+        return _row_dot_dense(a, ai, b, bi)
     out = np.empty(len(ai), np.float32)
     for s in range(0, len(ai), CHUNK):
         out[s : s + CHUNK] = np.einsum("ij,ij->i", a[ai[s : s + CHUNK]], b[bi[s : s + CHUNK]])
     return out
 
 
+def _row_dot_dense(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
+    out = np.empty(len(ai), np.float32)
+    order = np.argsort(ai, kind="stable")
+    step = max(1, CHUNK * DENSE_PER_PAIR // max(len(b), 1))  # rows of a per block
+    bounds = np.searchsorted(ai[order], np.arange(0, len(a) + step, step))
+    bt = np.ascontiguousarray(np.asarray(b, np.float32).T)
+    for k, lo in enumerate(range(0, len(a), step)):
+        sel = order[bounds[k] : bounds[k + 1]]
+        if len(sel):
+            out[sel] = (np.asarray(a[lo : lo + step], np.float32) @ bt)[ai[sel] - lo, bi[sel]]
+    return out
+
+
 def _max_history_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, items: np.ndarray, time: int, last: int) -> np.ndarray:
-    """Each pair's largest style similarity to the user's last ``last`` history items (with style)."""
+    """Each pair's largest style similarity to the user's last ``last`` history items (with style).
+
+    One small matrix product per user (batched: the user's candidates x their history,
+    both padded), instead of gathering a style vector per (pair, history item)."""
+    import torch
+
     row, pos = recent_events(fs, uniq, time, last)
     hist = fs.ev_item[pos]
     keep = fs.items.has_style[hist]
     row, hist = row[keep], hist[keep]
-    hcount = np.bincount(row, minlength=len(uniq))
-    hstart = np.cumsum(hcount) - hcount
     out = np.full(len(items), np.nan, np.float32)
+    if not len(row) or not len(items):
+        return out
     style = fs.items.style
-    step = max(1, CHUNK // max(last, 1))
-    for s in range(0, len(items), step):
-        pu, pi = uidx[s : s + step], items[s : s + step]
-        counts = hcount[pu]
-        if not counts.sum():
+    hcount = np.bincount(row, minlength=len(uniq))
+    hslot = np.arange(len(row)) - (np.cumsum(hcount) - hcount)[row]
+    history = np.zeros((len(uniq), int(hcount.max()), style.shape[1]), np.float32)
+    history[row, hslot] = style[hist]
+    padded = np.ones(history.shape[:2], bool)
+    padded[row, hslot] = False
+    order = np.argsort(uidx, kind="stable")
+    ccount = np.bincount(uidx, minlength=len(uniq))
+    cstart = np.cumsum(ccount) - ccount
+    cslot = np.empty(len(items), np.int64)
+    cslot[order] = np.arange(len(items)) - cstart[uidx[order]]
+    width = int(ccount.max())
+    step = max(1, CHUNK // max(width, 1))  # users per batch: at most ~CHUNK candidate vectors
+    for lo in range(0, len(uniq), step):
+        hi = min(lo + step, len(uniq))
+        sel = order[cstart[lo] : cstart[hi - 1] + ccount[hi - 1]]
+        if not len(sel):
             continue
-        pair = np.repeat(np.arange(len(pu)), counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        sims = row_dot(style, pi[pair], style, hist[hstart[pu][pair] + within])
-        has = counts > 0
-        starts = (np.cumsum(counts) - counts)[has]
-        block = out[s : s + step]
-        block[has] = np.maximum.reduceat(sims, starts)
+        cands = np.zeros((hi - lo, width, style.shape[1]), np.float32)
+        cands[uidx[sel] - lo, cslot[sel]] = style[items[sel]]
+        sims = torch.bmm(torch.from_numpy(cands), torch.from_numpy(history[lo:hi]).transpose(1, 2))
+        sims.masked_fill_(torch.from_numpy(padded[lo:hi])[:, None, :], -np.inf)
+        best = sims.amax(dim=2).numpy()
+        out[sel] = best[uidx[sel] - lo, cslot[sel]]
+    out[hcount[uidx] == 0] = np.nan
     out[~fs.items.has_style[items]] = np.nan
     return out
 
@@ -143,7 +213,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         items_tt = ctx.two_tower.item_matrix().numpy()
         cols["two_tower_dot"] = row_dot(users_tt, uidx, items_tt, i)
     if ctx.als is not None:
-        dot = row_dot(np.asarray(ctx.als.model.user_factors), uniq[uidx], np.asarray(ctx.als.model.item_factors), i)
+        dot = row_dot(np.asarray(ctx.als.model.user_factors)[uniq], uidx, np.asarray(ctx.als.model.item_factors), i)
         cols["als_dot"] = np.where(ctx.als._unknown[i], np.nan, dot)
 
     items = fs.items
@@ -167,55 +237,41 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         affinity = affinity + np.where(items.has_style[i], np.log(style_share), 0.0)
     cols["user_affinity"] = affinity.astype(np.float32)
 
-    before = fs.ev_ts < time
-    bought = before & (fs.ev_event == EVENT_CODES["purchase"])
     # price relative to what the user usually paid (mean price of their purchases before the time)
+    stats = time_statistics(fs, time, ctx)
     if np.isfinite(ctx.prices).any():  # a catalogue without prices has no price features
-        paid = ctx.prices[fs.ev_item[bought]]
-        ok = np.isfinite(paid)
-        spent = np.bincount(fs.ev_user[bought][ok], paid[ok], minlength=fs.n_users)
-        n_bought = np.bincount(fs.ev_user[bought][ok], minlength=fs.n_users)
-        usual = np.where(n_bought > 0, spent / np.maximum(n_bought, 1), np.nan)
         cols["price"] = ctx.prices[i].astype(np.float32)
-        cols["price_vs_usual"] = (ctx.prices[i] / usual[u]).astype(np.float32)
-        # price level within the item's category (categories differ in price by orders of
-        # magnitude), and the level this user engages with (clicks, carts, purchases before the time)
-        level = price_in_category(ctx.prices, items.category, items.created_s < time)
-        engaged = before & (fs.ev_event >= EVENT_CODES["click"]) & np.isfinite(level[fs.ev_item])
-        n_engaged = np.bincount(fs.ev_user[engaged], minlength=fs.n_users)
-        user_level = np.where(n_engaged > 0, np.bincount(fs.ev_user[engaged], level[fs.ev_item[engaged]], minlength=fs.n_users) / np.maximum(n_engaged, 1), np.nan)
+        cols["price_vs_usual"] = (ctx.prices[i] / stats["usual"][u]).astype(np.float32)
+        # categories differ in price by orders of magnitude: the level within the category
+        level, user_level = stats["price_level"], stats["user_price_level"]
         cols["price_in_category"] = level[i].astype(np.float32)
         cols["user_price_in_category"] = user_level[u].astype(np.float32)
         cols["price_in_category_gap"] = (level[i] - user_level[u]).astype(np.float32)
 
     # item popularity and trend, age, smoothed view->purchase rate
-    pop = {d: fs.popularity(before=time, after=time - d * DAY) for d in (1, 7, 30)}
+    pop = {d: stats[f"pop_{d}"] for d in (1, 7, 30)}
     for d, counts in pop.items():
         cols[f"item_pop_{d}d"] = counts[i].astype(np.float32)
     cols["item_trend"] = ((pop[7][i] / 7.0 + 1e-3) / (pop[30][i] / 30.0 + 1e-3)).astype(np.float32)
     cols["item_age_days"] = (np.maximum(time - items.created_s[i], 0) / DAY).astype(np.float32)  # 0: launched at or after the time
-    views = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["view"])], minlength=items.n).astype(np.float64)
-    clicks = np.bincount(fs.ev_item[before & (fs.ev_event == EVENT_CODES["click"])], minlength=items.n).astype(np.float64)
-    buys = np.bincount(fs.ev_item[bought], minlength=items.n).astype(np.float64)
-    for name, hits, trials in (("item_view_to_purchase", buys, views), ("item_view_to_click", clicks, views), ("item_click_to_purchase", buys, clicks)):
-        cols[name] = smoothed_rate(hits, trials, ctx.smoothing)[i].astype(np.float32)
+    for name, hits, trials in (("item_view_to_purchase", "buys", "views"), ("item_view_to_click", "clicks", "views"), ("item_click_to_purchase", "buys", "clicks")):
+        cols[name] = smoothed_rate(stats[hits], stats[trials], ctx.smoothing)[i].astype(np.float32)
     # lifetime attention: log of (events + a median item's) per day on sale
-    events_all = np.bincount(fs.ev_item[before], minlength=items.n).astype(np.float64)
+    events_all = stats["events"]
     days_alive = np.maximum((time - np.minimum(items.created_s, time)) / DAY, 1.0)
     rate = events_all / days_alive
     prior_rate = float(np.median(rate[events_all > 0])) if (events_all > 0).any() else 1.0
     cols["item_events_per_day"] = np.log((events_all + prior_rate) / (days_alive + 1.0))[i].astype(np.float32)
     # attention per day on sale (how often shoppers pick the item when it is shown), last 30 days
     days_on_sale = np.clip((time - items.created_s) / DAY, 1.0, 30.0)
-    cols["item_views_per_day"] = (pop_views_30d(fs, time) / days_on_sale)[i].astype(np.float32)
+    cols["item_views_per_day"] = (stats["views_30d"] / days_on_sale)[i].astype(np.float32)
 
     # user activity and recency
     end = np.searchsorted(fs.ev_key, uniq * KEY + time, side="left")
     start = fs.ev_start[uniq]
     n_events = end - start
     cols["user_events"] = n_events[uidx].astype(np.float32)
-    recent = np.bincount(fs.ev_user[before & (fs.ev_ts >= time - 30 * DAY)], minlength=fs.n_users)
-    cols["user_events_30d"] = recent[u].astype(np.float32)
+    cols["user_events_30d"] = stats["recent"][u].astype(np.float32)
     last = np.where(n_events > 0, fs.ev_ts[np.maximum(end - 1, 0)], -1)
     cols["user_days_since_last"] = np.where(n_events > 0, (time - last) / DAY, np.nan)[uidx].astype(np.float32)
 

@@ -181,3 +181,33 @@ class RankedRecommender:
         out[rows, frame["i"].to_numpy()] = pred
         return out
 
+
+    def top_k(self, users: np.ndarray, time: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's ``k`` best candidates at ``time`` by the ranker, best first: (items
+        (U, k) catalogue rows, scores (U, k) ranker outputs), rows in the order of ``users``;
+        item -1 / score NaN where the union has fewer than ``k``. The lists of
+        ``recsys.evaluate.top_k(self.scores(users, time), k)`` (ties: lower item row first)
+        without the dense (U, n_items) matrix; call it on chunks of users."""
+        users = np.asarray(users, np.int64)
+        union = self.gen.union(users, time, self.until)
+        if not union.height:
+            return np.full((len(users), k), -1, np.int64), np.full((len(users), k), np.nan, np.float32)
+        frame = pair_features(self.gen.fs, union, time, self.ctx)
+        pred = self.fit.model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+        return union_top_k(users, frame["u"].to_numpy(), frame["i"].to_numpy(), pred, k)
+
+
+def union_top_k(users: np.ndarray, u: np.ndarray, i: np.ndarray, score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best-scored items of each user among the pairs (``u``, ``i``, ``score``):
+    (items (len(users), k), scores), best first (ties: lower item first), -1 / NaN padded."""
+    uniq, inverse = np.unique(np.asarray(users, np.int64), return_inverse=True)
+    group = np.searchsorted(uniq, u)
+    order = np.lexsort((i, -score, group))
+    group, i, score = group[order], np.asarray(i)[order], np.asarray(score)[order]
+    rank = np.arange(len(group)) - np.searchsorted(group, group, side="left")
+    keep = rank < k
+    items = np.full((len(uniq), k), -1, np.int64)
+    scores = np.full((len(uniq), k), np.nan, np.float32)
+    items[group[keep], rank[keep]] = i[keep]
+    scores[group[keep], rank[keep]] = score[keep]
+    return items[inverse], scores[inverse]

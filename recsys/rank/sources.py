@@ -8,7 +8,9 @@ end of the list's life; default the query time), never (with ``exclude_seen``) i
 user already interacted with. A list built at ``time`` and shown until ``until`` may hold
 items launched in between (a storefront refreshes its lists; the offline evaluation
 scores one list per user for the whole test fold, for every model alike); every score
-and feature still uses only events before ``time``.
+and feature still uses only events before ``time``. A source may instead answer
+``top_n(users, time, n, exclude_seen, until) -> (items, scores)`` itself, under the same
+rules (the two-tower does, through a FAISS index, without a dense (U, n_items) matrix).
 """
 
 from __future__ import annotations
@@ -20,34 +22,120 @@ import polars as pl
 import scipy.sparse as sp
 
 from recsys.baselines import ContentKNN, ImplicitMF, Popularity
-from recsys.evaluate import Recommender, top_k
+from recsys.evaluate import Recommender
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.features.events import KEY
 from recsys.rank.config import SOURCE_NAMES, RankConfig, RankConfigError
 
 
-def recent_events(fs: FeatureSet, users: np.ndarray, time: int, last: int) -> tuple[np.ndarray, np.ndarray]:
-    """(query row, event position) of each user's last ``last`` events before ``time``."""
+def recent_events(fs: FeatureSet, users: np.ndarray, time: int, last: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, event position) of each user's last ``last`` events before ``time``
+    (every event before it with ``last=None``)."""
     users = np.asarray(users, np.int64)
     pos = np.searchsorted(fs.ev_key, users * KEY + int(time), side="left")
-    lo = np.maximum(fs.ev_start[users], pos - last)
+    lo = fs.ev_start[users] if last is None else np.maximum(fs.ev_start[users], pos - last)
     lengths = pos - lo
     row = np.repeat(np.arange(len(users)), lengths)
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return row, lo[row] + within
 
 
-class TwoTowerSource:
-    """A trained two-tower model's scores (exact inner product of its user and item vectors)."""
+def on_sale_before(time: int, until: int | None) -> int:
+    """The end of a list's life: items created before it may be on it."""
+    return max(int(time), int(until)) if until is not None else int(time)
 
-    def __init__(self, recommender: Recommender):
-        self.recommender = recommender
+
+def fast_top_k(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, columns) of each row's ``n`` largest, best first (torch.topk: several times
+    faster than numpy's argpartition on a (users x catalogue) block)."""
+    import torch
+
+    values, cols = torch.topk(torch.from_numpy(np.ascontiguousarray(scores, np.float32)), min(n, scores.shape[1]), dim=1)
+    return values.numpy(), cols.numpy().astype(np.int64)
+
+
+def seen_pairs(fs: FeatureSet, users: np.ndarray, time: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, item row) of every event of each user before ``time`` (repeats kept): the
+    items :func:`source_candidates` leaves out, as one scatter instead of a loop over users."""
+    row, pos = recent_events(fs, users, time, None)
+    return row, fs.ev_item[pos]
+
+
+def keep_top_n(rows: np.ndarray, scores: np.ndarray, n: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` of each row of a search result (best first) that ``drop`` (same shape)
+    leaves in: (items (U, n), scores (U, n)), item -1 / score NaN where fewer are left."""
+    keep = ~drop
+    slot = np.cumsum(keep, axis=1) - 1
+    take = keep & (slot < n)
+    r, c = np.nonzero(take)
+    items = np.full((len(rows), n), -1, np.int64)
+    top_scores = np.full((len(rows), n), np.nan, np.float32)
+    items[r, slot[r, c]] = rows[r, c]
+    top_scores[r, slot[r, c]] = scores[r, c]
+    return items, top_scores
+
+
+class TwoTowerSource:
+    """A trained two-tower model's items by inner product of its user and item vectors,
+    searched in a :class:`recsys.index.CandidateIndex` (``index_kind``: ``flat`` is exact,
+    ``ivf`` / ``hnsw`` / ``auto`` as the index chooses and tunes them).
+
+    ``fit(fs, before)`` indexes the items created before ``before``; a query over-fetches by
+    the most items a user of the batch has seen and filters them out (as serving does), so
+    the lists equal the exact top-N of the dense scores (``scores``, kept for the
+    ``Recommender`` protocol)."""
+
+    def __init__(self, recommender: Recommender, index_kind: str = "flat", tune_queries: int = 1000, seed: int = 0):
+        self.recommender, self.index_kind, self.tune_queries, self.seed = recommender, index_kind, tune_queries, seed
+        self.index = None
+        self._before: int | None = None
 
     def fit(self, fs: FeatureSet, before: int) -> TwoTowerSource:
+        self.fs = fs
+        self._build(int(before), int(before))
         return self
+
+    def _build(self, bound: int, tune_time: int) -> None:
+        """Index the items created before ``bound`` (once per bound), tuned on user vectors at ``tune_time``."""
+        from recsys.index import CandidateIndex, IndexConfig
+
+        if self.index is not None and self._before == bound:
+            return
+        fs = self.fs
+        items = np.asarray(self.recommender.item_matrix().numpy(), np.float32)
+        self.rows = np.flatnonzero(fs.items.created_s < bound)  # index row -> catalogue row
+        self.index = None
+        if len(self.rows):
+            rng = np.random.default_rng(self.seed)
+            sample = np.sort(rng.choice(fs.n_users, min(self.tune_queries, fs.n_users), replace=False))
+            queries = self.recommender.user_matrix(sample, tune_time).numpy()
+            config = IndexConfig(kind=self.index_kind, k=min(100, len(self.rows)), tune_queries=self.tune_queries, seed=self.seed)
+            self.index = CandidateIndex.build(items[self.rows], fs.items.ids[self.rows], queries, config)
+        self._before = bound
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         return np.asarray(self.recommender.scores(users, time), np.float32)
+
+    def top_n(self, users: np.ndarray, time: int, n: int, exclude_seen: bool = True, until: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        users = np.asarray(users, np.int64)
+        fs, n_items = self.fs, self.fs.items.n
+        bound = on_sale_before(time, until)
+        self._build(bound, int(time))
+        if self.index is None or not len(users):
+            return np.full((len(users), n), -1, np.int64), np.full((len(users), n), np.nan, np.float32)
+        seen = np.zeros(0, np.int64)
+        extra = 0
+        if exclude_seen:
+            row, item = seen_pairs(fs, users, time)
+            seen = np.unique(row * n_items + item)
+            extra = int(np.bincount(seen // n_items, minlength=len(users)).max(initial=0))
+        queries = self.recommender.user_matrix(users, time).numpy()
+        scores, found = self.index.search(queries, n + extra)
+        items = np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
+        drop = (found < 0) | ~np.isfinite(scores) | ~(fs.items.created_s[np.maximum(items, 0)] < bound)
+        if len(seen):
+            drop |= np.isin(np.arange(len(users))[:, None] * n_items + items, seen)
+        return keep_top_n(items, scores, n, drop)
 
 
 @dataclass
@@ -120,11 +208,13 @@ class NewArrivals:
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         created = self.fs.items.created_s
-        new = created >= time - self.days * DAY  # source_candidates drops those not yet on sale
-        items = self.fs.items
-        vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
-        sims = self.fs.history_profile(users, time, vectors) @ vectors.T
-        return np.where(new[None, :], sims, -np.inf).astype(np.float32)
+        new = np.flatnonzero(created >= time - self.days * DAY)  # source_candidates drops those not yet on sale
+        out = np.full((len(users), self.fs.items.n), -np.inf, np.float32)
+        if len(new):  # only the new arrivals' similarities
+            items = self.fs.items
+            vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
+            out[:, new] = self.fs.history_profile(users, time, vectors) @ vectors[new].T
+        return out
 
 
 STYLE_SOURCES = ("style_knn",)  # sources that need the items' style vectors
@@ -135,7 +225,7 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
     if name == "two_tower":
         if two_tower is None:
             raise RankConfigError("source 'two_tower' needs a trained two-tower model")
-        return TwoTowerSource(two_tower)
+        return TwoTowerSource(two_tower, config.two_tower_index, seed=config.seed)
     makers = {
         "als": lambda: ImplicitMF("als", factors=config.als_factors, iterations=config.als_iterations, seed=config.seed, name="als"),
         "item_cf": lambda: ItemCF(config.item_cf_recent),
@@ -153,36 +243,43 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
 def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: int, exclude_seen: bool = True, until: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(items (U, n), scores (U, n)) of a fitted source; item -1 / score NaN where it has fewer.
     Items created at or after ``until`` (default ``time``) are not on sale during the list's life."""
-    scores = np.asarray(source.scores(users, time), np.float32).copy()
-    scores[:, ~(fs.items.created_s < max(int(time), int(until if until is not None else time)))] = -np.inf
+    if hasattr(source, "top_n"):
+        return source.top_n(users, time, n, exclude_seen, until)
+    scores = np.array(source.scores(users, time), np.float32)  # a copy: a source may return a view
+    scores[:, ~(fs.items.created_s < on_sale_before(time, until))] = -np.inf
     if exclude_seen:
-        for row, seen in enumerate(fs.items_before(users, time)):
-            scores[row, seen] = -np.inf
+        scores[seen_pairs(fs, users, time)] = -np.inf
     scores[np.isnan(scores)] = -np.inf
-    top = top_k(scores, n)
-    top_scores = np.take_along_axis(scores, top, axis=1)
+    top_scores, top = fast_top_k(scores, n)
     missing = ~np.isfinite(top_scores)
     return np.where(missing, -1, top), np.where(missing, np.nan, top_scores).astype(np.float32)
 
 
 def candidate_union(users: np.ndarray, per_source: dict[str, tuple[np.ndarray, np.ndarray]]) -> pl.DataFrame:
     """One row per (user row ``u``, item row ``i``) any source returned, with ``<source>_score``
-    and ``<source>_rank`` (1 = its best; null where the source did not return the item)."""
+    and ``<source>_rank`` (1 = its best; null where the source did not return the item).
+
+    Built with numpy: one sorted array of (user, item) keys, each source's columns scattered
+    into it (a source returns an item at most once per user)."""
     users = np.asarray(users, np.int64)
-    union = None
+    if not per_source:
+        return pl.DataFrame(schema={"u": pl.Int64, "i": pl.Int64})
+    span = max(int(items.max(initial=-1)) for items, _ in per_source.values()) + 1
+    keyed = {}
     for name, (items, scores) in per_source.items():
         n = items.shape[1]
         keep = items.ravel() >= 0
-        df = pl.DataFrame({
-            "u": np.repeat(users, n)[keep],
-            "i": items.ravel()[keep].astype(np.int64),
-            f"{name}_score": scores.ravel()[keep].astype(np.float32),
-            f"{name}_rank": np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))[keep],
-        })
-        union = df if union is None else union.join(df, on=["u", "i"], how="full", coalesce=True)
-    if union is None:
-        return pl.DataFrame(schema={"u": pl.Int64, "i": pl.Int64})
-    return union.sort(["u", "i"])
+        keys = np.repeat(users, n)[keep] * span + items.ravel()[keep].astype(np.int64)
+        keyed[name] = (keys, scores.ravel()[keep].astype(np.float32), np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))[keep])
+    union = np.unique(np.concatenate([k for k, _, _ in keyed.values()]))
+    columns: dict[str, pl.Series] = {"u": pl.Series("u", union // span, pl.Int64), "i": pl.Series("i", union % span, pl.Int64)}
+    for name, (keys, scores, ranks) in keyed.items():
+        pos = np.searchsorted(union, keys)
+        for column, values in ((f"{name}_score", scores), (f"{name}_rank", ranks)):
+            full = np.full(len(union), np.nan, np.float32)
+            full[pos] = values
+            columns[column] = pl.Series(column, full).fill_nan(None)
+    return pl.DataFrame(columns)
 
 
 def retrieval_recall(union: pl.DataFrame, truth: pl.DataFrame, sources: tuple[str, ...]) -> dict[str, float]:
