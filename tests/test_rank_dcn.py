@@ -99,3 +99,23 @@ def test_dcn_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     # a different seed gives a different model
     reseeded = fit_dcn_ranker(CandidateGenerator(fs, dataclasses.replace(FAST_DCN, seed=1)), ctx, cutoff)
     assert reseeded.val_curve != fit.val_curve
+
+
+def test_run_ranking_trains_the_dcn_variant_beside_lightgbm(tiny_embedded, tiny_features):
+    from data.validate import load_dataset
+    from recsys.rank.run import ABLATIONS, ablation, run_ranking
+
+    dcn = "multi-source + DCN-v2 ranker"
+    assert dcn in ABLATIONS
+    cfg, tt, exclude = ablation(dcn, RankConfig(), None)
+    assert cfg.model == "dcn" and exclude == ()
+    ds = load_dataset(tiny_embedded)
+    lightgbm = dataclasses.replace(FAST_DCN, model="lightgbm", n_estimators=20, early_stopping_rounds=5)
+    result = run_ranking(ds, tiny_features, lightgbm, compare=False, ablations=(dcn,))
+    assert list(result.test) == ["multi-source + ranker", dcn] and list(result.variants) == [dcn]
+    assert isinstance(result.variants[dcn].model, DCNRanker) and not isinstance(result.fit.model, DCNRanker)
+    assert 0 < result.test[dcn]["all"]["recall@50"] <= 1
+    # the DCN as the main model: its own row, and the ablation naming it is not trained again
+    main = run_ranking(ds, tiny_features, FAST_DCN, compare=False, ablations=(dcn,))
+    assert list(main.test) == [dcn] and not main.variants and isinstance(main.fit.model, DCNRanker)
+    np.testing.assert_allclose(main.test[dcn]["all"]["recall@50"], result.test[dcn]["all"]["recall@50"])
