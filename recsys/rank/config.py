@@ -47,7 +47,7 @@ class RankConfig:
     model: str = "lightgbm"
     dcn_epochs: int = 20  # upper bound; early stopping on validation NDCG@10 picks the epochs
     dcn_patience: int = 3
-    dcn_lr: float = 1e-3
+    dcn_lr: float = 3e-4
     dcn_weight_decay: float = 1e-5
     dcn_embedding_dim: int = 16  # user and item id embeddings
     dcn_id_buckets: int = 100_000  # id tables' rows (ids beyond are hashed: row mod buckets)

@@ -241,10 +241,9 @@ def _train(config: RankConfig, rows: _Rows, n_users: int, n_items: int, epochs: 
     return ranker, curve, best or epochs
 
 
-def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
-    """The DCN-v2 ranker on the LightGBM ranker's windows: train on the earlier ones,
-    validate (NDCG@10 per epoch, early stopping) on the last, refit on all for the best
-    number of epochs. ``best_iteration`` / ``val_curve`` are in epochs."""
+def training_frames(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> tuple[list[pl.DataFrame], pl.DataFrame, list[str]]:
+    """The LightGBM ranker's data: (every window's sampled frame, the last window with
+    every candidate, the feature names)."""
     cfg = gen.config
     width = int(cfg.window_days * DAY)
     starts = window_starts(cutoff, cfg)
@@ -256,10 +255,24 @@ def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, ex
         raise RankerError(f"no user has a labelled candidate in the training ({train_rows} rows) or validation ({val.height} rows) windows; use more or longer windows")
     names = feature_names(next(f for f in frames if f.height), exclude)
     check_features(pl.concat([f.select(names) for f in frames[:-1] if f.height]), names)
+    return frames, val, names
 
-    fs = gen.fs
+
+def validation_curve(config: RankConfig, frames: list[pl.DataFrame], val: pl.DataFrame, names: list[str], n_users: int, n_items: int) -> tuple[list[float], int]:
+    """Train on ``frames[:-1]`` with early stopping on ``val``: (NDCG@10 per epoch, best epoch count)."""
+    with torch_threads(config.num_threads):
+        _, curve, best = _train(config, _Rows.of(frames[:-1], names), n_users, n_items, config.dcn_epochs, _Rows.of([val], names))
+    return curve, best
+
+
+def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
+    """The DCN-v2 ranker on the LightGBM ranker's windows: train on the earlier ones,
+    validate (NDCG@10 per epoch, early stopping) on the last, refit on all for the best
+    number of epochs. ``best_iteration`` / ``val_curve`` are in epochs."""
+    cfg, fs = gen.config, gen.fs
+    frames, val, names = training_frames(gen, ctx, cutoff, exclude)
+    curve, best = validation_curve(cfg, frames, val, names, fs.n_users, fs.items.n)
     with torch_threads(cfg.num_threads):
-        _, curve, best = _train(cfg, _Rows.of(frames[:-1], names), fs.n_users, fs.items.n, cfg.dcn_epochs, _Rows.of([val], names))
         final, _, _ = _train(cfg, _Rows.of(frames, names), fs.n_users, fs.items.n, best)
     final.features = names
-    return RankerFit(final, names, best, curve[best - 1], curve, train_rows, val.height, {})
+    return RankerFit(final, names, best, curve[best - 1], curve, sum(f.height for f in frames[:-1]), val.height, {})
