@@ -122,7 +122,8 @@ def one_seed(root: Path, train_config: str | None, rank_overrides: dict, seed: i
         lift = {}
         for arm, recommender in (("ranked", result.recommender), ("two-tower", two_tower)):
             served = SimpleNamespace(fs=fs, recommender=recommender)
-            _, _, sim = simulate_experiment(ds, "als", arm, n_users=4000, days=14, seed=seed, load_model=lambda _spec, served=served: served)
+            # the arm is served from memory: a policy spec that is neither built in nor "ranked[:URI]" goes to load_model
+            _, _, sim = simulate_experiment(ds, "als", f"in-memory {arm}", n_users=4000, days=14, seed=seed, load_model=lambda _spec, served=served: served)
             e = sim["expected_purchases_per_user"]
             lift[arm] = {"als": e["control"], arm: e["treatment"], "lift": e["treatment"] / e["control"] - 1}
         out["ab"] = lift
@@ -186,9 +187,11 @@ def main() -> None:
         ablations = tuple(a for a in ablations if a != "ranker without style features")
     is_stylemart = (root / "ground_truth").is_dir()
     cache = Path(args.cache) if args.cache else None
-    runs = [one_seed(root, train_config, rank_overrides, seed, ablations, is_stylemart, cache) for seed in seeds]
     out = Path(args.out or f"rank-{root.name}.json")
-    out.write_text(json.dumps(runs, indent=1))
+    runs = []
+    for seed in seeds:
+        runs.append(one_seed(root, train_config, rank_overrides, seed, ablations, is_stylemart, cache))
+        out.write_text(json.dumps(runs, indent=1))  # after every seed
     print(f"\n{root}: test metrics, mean ± sd over training seeds {seeds}:\n")
     print(table(runs))
     print()

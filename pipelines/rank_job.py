@@ -69,10 +69,13 @@ def _log(result, ds, config, lm) -> str:
     for step, value in enumerate(fit.val_curve, start=1):
         mlflow.log_metric("val_ndcg_10", value, step=step)
     mlflow.log_metrics({"best_val_ndcg_10": fit.val_ndcg_10, "best_iteration": fit.best_iteration, "train_rows": fit.train_rows, "val_rows": fit.val_rows})
+    mlflow.log_metrics({f"{_slug(m)}.best_val_ndcg_10": f.val_ndcg_10 for m, f in result.variants.items() if f.val_ndcg_10 == f.val_ndcg_10})
     mlflow.log_metrics({f"retrieval_recall.{t}.{s}": v for t, by in result.recall.items() for s, v in by.items() if v == v})
     mlflow.log_metrics({f"{_slug(m)}.{sl}.{k.replace('@', '_at_')}": v for m, slices in result.test.items() for sl, vals in slices.items() for k, v in vals.items() if k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")})
     mlflow.log_dict({"importance_gain": fit.importance, "retrieval_recall": result.recall}, "ranker.json")
     mlflow.log_dict(config.to_json(), CONFIG_ARTIFACT)  # what serving rebuilds the candidate sources from
+    if config.model == "dcn":  # the network (normaliser in its buffers), pytorch flavour pickled (pt2 would need an input example to trace)
+        return mlflow.pytorch.log_model(fit.model.net, name="model", serialization_format="pickle").model_uri
     mlflow.log_figure(importance_figure(fit), "plots/feature_importance.png")
     return mlflow.lightgbm.log_model(fit.model, name="model").model_uri
 
@@ -115,7 +118,7 @@ def train_ranker(
 
 @click.group("rank")
 def rank_group() -> None:
-    """The ranking stage: several candidate sources re-ordered by a LightGBM ranker."""
+    """The ranking stage: several candidate sources re-ordered by a LightGBM (or DCN-v2) ranker."""
 
 
 @rank_group.command("train")
@@ -140,6 +143,11 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy
             raise click.UsageError(f"--deploy ranks over {tracking.PRODUCTION_URI} and scores nothing; it does not go with --model-uri or --ablations")
         rank_deploy(load_ds(ctx, dataset), dataset, config, register)
         return
+    if config.model == "dcn" and register:
+        raise click.ClickException(
+            "[rank] model = \"dcn\": the DCN-v2 ranker is trained, scored and logged with --no-register; the registry serves LightGBM rankers "
+            "(or keep model = \"lightgbm\" and add --ablations to see both)"
+        )
     ds = load_ds(ctx, dataset)
     out = train_ranker(ds, config, model_uri, ablations, register)
     click.echo(format_recall(out.result.recall))

@@ -15,6 +15,9 @@ SOURCE_NAMES = ("two_tower", "als", "item_cf", "style_knn", "text_knn", "popular
 INDEX_KINDS = ("flat", "ivf", "hnsw", "auto")
 
 
+RANK_MODELS = ("lightgbm", "dcn")
+
+
 class RankConfigError(ValueError):
     pass
 
@@ -46,6 +49,18 @@ class RankConfig:
     early_stopping_rounds: int = 30
     num_threads: int = 1
     seed: int = 0
+    # the ranking model: "lightgbm" (lambdarank) or "dcn" (DCN-v2 with id embeddings, recsys/rank/dcn.py)
+    model: str = "lightgbm"
+    dcn_epochs: int = 20  # upper bound; early stopping on validation NDCG@10 picks the epochs
+    dcn_patience: int = 3
+    dcn_lr: float = 3e-4
+    dcn_weight_decay: float = 1e-5
+    dcn_embedding_dim: int = 16  # user and item id embeddings
+    dcn_id_buckets: int = 100_000  # id tables' rows (ids beyond are hashed: row mod buckets)
+    dcn_cross_layers: int = 3
+    dcn_low_rank: int = 16
+    dcn_hidden: int = 128  # the MLP beside the cross network
+    dcn_batch_groups: int = 64  # users (query groups) per batch
     als_factors: int = 64
     als_iterations: int = 15
 
@@ -64,6 +79,14 @@ class RankConfig:
             raise RankConfigError(f"[rank] windows must be >= 2 (the last one validates), got {self.windows}")
         if not self.window_days > 0 or self.negatives_per_user < 1 or self.num_threads < 1:
             raise RankConfigError("[rank] window_days must be > 0, negatives_per_user and num_threads >= 1")
+        if self.model not in RANK_MODELS:
+            raise RankConfigError(f"[rank] model must be one of {list(RANK_MODELS)}, got {self.model!r}")
+        dcn_ints = ("dcn_epochs", "dcn_patience", "dcn_embedding_dim", "dcn_id_buckets", "dcn_cross_layers", "dcn_low_rank", "dcn_hidden", "dcn_batch_groups")
+        bad = {k: getattr(self, k) for k in dcn_ints if not isinstance(getattr(self, k), int) or isinstance(getattr(self, k), bool) or getattr(self, k) < 1}
+        if bad or self.dcn_hidden < 2:
+            raise RankConfigError(f"[rank] {', '.join(dcn_ints)} must be integers >= 1 (dcn_hidden >= 2), got {bad or {'dcn_hidden': self.dcn_hidden}}")
+        if not self.dcn_lr > 0 or not self.dcn_weight_decay >= 0:
+            raise RankConfigError(f"[rank] dcn_lr must be > 0 and dcn_weight_decay >= 0, got {self.dcn_lr}, {self.dcn_weight_decay}")
 
     @property
     def source_names(self) -> tuple[str, ...]:

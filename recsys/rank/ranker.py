@@ -175,7 +175,11 @@ class RankedRecommender:
         if not union.height:
             return out
         frame = pair_features(self.gen.fs, union, time, self.ctx)
-        pred = self.fit.model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+        model = self.fit.model
+        if hasattr(model, "predict_frame"):  # a model that needs the ids too (recsys/rank/dcn.py)
+            pred = model.predict_frame(frame)
+        else:
+            pred = model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
         order = np.argsort(users, kind="stable")
         rows = order[np.searchsorted(users[order], frame["u"].to_numpy())]
         out[rows, frame["i"].to_numpy()] = pred

@@ -4,7 +4,7 @@ recall there, and score the ranked lists next to ALS and the two-tower on the te
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -14,7 +14,7 @@ from recsys.baselines import ImplicitMF
 from recsys.evaluate import EvalConfig, GroundTruthStyle, Recommender, evaluate
 from recsys.features import FeatureSet
 from recsys.features.items import item_prices
-from recsys.rank.config import RankConfig
+from recsys.rank.config import RankConfig, RankConfigError
 from recsys.rank.features import STYLE_FEATURES, FeatureContext
 from recsys.rank.ranker import RankedRecommender, RankerFit, fit_ranker
 from recsys.rank.sources import CandidateGenerator, retrieval_recall, truth_pairs
@@ -34,6 +34,7 @@ class RankingResult:
     recommender: RankedRecommender
     recall: dict[str, dict[str, float]]  # "purchases" / "truth" -> source (and "all") -> share
     test: dict[str, dict]  # model -> evaluate()'s slices
+    variants: dict[str, RankerFit] = field(default_factory=dict)  # ablation -> its fit
 
 
 def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, dict[str, float]]:
@@ -48,12 +49,15 @@ def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, d
 
 
 # variants of the ranker trained beside it (``run_ranking(..., ablations=...)``)
-ABLATIONS = ("two-tower + ranker", "ranker without style features", "ranker without the two-tower")
+ABLATIONS = ("two-tower + ranker", "ranker without style features", "ranker without the two-tower", "multi-source + DCN-v2 ranker")
+# the row of the main ranker, by ``[rank] model``
+MAIN_NAMES = {"lightgbm": "multi-source + ranker", "dcn": "multi-source + DCN-v2 ranker"}
 
 
 def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tuple[RankConfig, Recommender | None, tuple[str, ...]]:
     """(config, two-tower, excluded features) of an ablation: the two-tower source alone;
-    every style feature left out; the two-tower neither a source nor a feature."""
+    every style feature left out; the two-tower neither a source nor a feature; the same
+    sources and features ranked by DCN-v2 (recsys/rank/dcn.py)."""
     if name == "two-tower + ranker":
         if two_tower is None:
             raise ValueError("the 'two-tower + ranker' ablation needs the two-tower")
@@ -63,6 +67,8 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
     if name == "ranker without the two-tower":
         rest = {k: v for k, v in config.sources.items() if k != "two_tower"}
         return replace(config, sources=rest or {"als": 100}), None, ()
+    if name == "multi-source + DCN-v2 ranker":
+        return replace(config, model="dcn"), two_tower, ()
     raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
 
 
@@ -83,8 +89,20 @@ def _ranked(
 
     gen, ctx = parts(two_tower)
     window_gen, window_ctx = parts(window_two_tower) if window_two_tower is not None and two_tower is not None else (gen, ctx)
-    fit = fit_ranker(window_gen, window_ctx, fs.time_of("test") if cutoff is None else cutoff, exclude, rounds)
+    fit_cutoff = fs.time_of("test") if cutoff is None else cutoff
+    if config.model == "dcn":
+        from recsys.rank.dcn import fit_dcn_ranker
+
+        if rounds is not None:
+            raise RankConfigError("deploy mode refits the LightGBM ranker; the DCN-v2 ranker is evaluated only ([rank] model = \"lightgbm\")")
+        fit = fit_dcn_ranker(window_gen, window_ctx, fit_cutoff, exclude)
+    else:
+        fit = fit_ranker(window_gen, window_ctx, fit_cutoff, exclude, rounds)
     return RankedRecommender(gen, ctx, fit, name, until=int(fs.ev_ts.max()) + 1)
+
+
+def _step(config: RankConfig) -> str:
+    return "epoch" if config.model == "dcn" else "round"
 
 
 def run_ranking(
@@ -99,23 +117,29 @@ def run_ranking(
 ) -> RankingResult:
     """Fit the ranker on windows before the test cutoff and evaluate it (with ALS and the
     two-tower beside it when ``compare``, and the ``ablations``). ``two_tower`` is needed when a source or feature
-    uses it (``recsys.train.TwoTowerRecommender``)."""
+    uses it (``recsys.train.TwoTowerRecommender``). The main ranker is ``config.model``'s; an
+    ablation that is the main ranker itself is not trained twice."""
     cutoff = fs.time_of("test")
-    echo(f"training the ranker on {config.windows} windows of {config.window_days:g} days before the test cutoff")
-    recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker")
+    echo(f"training the {config.model} ranker on {config.windows} windows of {config.window_days:g} days before the test cutoff")
+    recommender = _ranked(ds, fs, config, two_tower, (), MAIN_NAMES[config.model])
     fit = recommender.fit
-    echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best round {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}")
+    echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best {_step(config)} {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}")
     recall = cutoff_retrieval_recall(recommender.gen, cutoff)
     test = {recommender.name: evaluate(recommender, fs, EVAL, truth_style)}
     if compare:
         test["als"] = evaluate(ImplicitMF("als", seed=config.seed).fit(fs, cutoff), fs, EVAL, truth_style)
         if two_tower is not None:
             test["two-tower"] = evaluate(two_tower, fs, EVAL, truth_style)
+    variants: dict[str, RankerFit] = {}
     for name in ablations:
-        variant = _ranked(ds, fs, *ablation(name, config, two_tower), name)
-        echo(f"  {name}: best round {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}")
+        if name == recommender.name:
+            continue
+        variant_config, variant_two_tower, exclude = ablation(name, config, two_tower)
+        variant = _ranked(ds, fs, variant_config, variant_two_tower, exclude, name)
+        echo(f"  {name}: best {_step(variant_config)} {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}")
         test[name] = evaluate(variant, fs, EVAL, truth_style)
-    return RankingResult(fit, recommender, recall, test)
+        variants[name] = variant.fit
+    return RankingResult(fit, recommender, recall, test, variants)
 
 
 def deploy_ranking(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, rounds: int, two_tower: Recommender | None = None, echo: Callable[[str], None] = lambda _: None) -> RankedRecommender:

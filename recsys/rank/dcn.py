@@ -1,0 +1,278 @@
+"""An alternative ranker over the same training frames: DCN-v2 (TorchRec's
+``LowRankCrossNet``) with user and item id embeddings.
+
+Inputs per (user, candidate) row: the dense pair features of ``recsys.rank.features``
+(signed log1p, then standardised with the training frames' mean and sd of the present
+values; NaN -> 0 plus one missing-indicator per feature), concatenated with a user and an
+item id embedding (one ``EmbeddingBagCollection``, two tables; ids are the user row ``u``
+and the catalogue row ``i``, taken modulo ``dcn_id_buckets``). The normaliser is part of
+the model (buffers), so ``predict_frame`` takes the raw feature frame.
+
+Architecture (the parallel DCN-v2): ``x0`` -> ``LowRankCrossNet`` (``dcn_cross_layers``
+layers of rank ``dcn_low_rank``) beside an MLP (``dcn_hidden``, two ReLU layers); both
+outputs concatenated -> a linear logit.
+
+Loss: listwise softmax cross-entropy over each user's candidates in a window (a query
+group, as LightGBM's lambdarank sees it), with the target distribution
+``(2^label - 1) / sum(2^label - 1)`` over the group (purchase 7, cart 3, click 1, none
+0): ListNet's top-one probability with graded gains, the same gains NDCG uses. Groups
+are the users of a window with at least one labelled candidate, so every target is
+defined. Batches hold ``dcn_batch_groups`` whole groups.
+
+Training mirrors the LightGBM path: the earlier windows train, the last window validates
+on every candidate (NDCG@10 per group after each epoch; early stopping with
+``dcn_patience``), then a fresh model (same seed) is refit on all windows for the best
+number of epochs. Seeded and deterministic on CPU: the seed fixes the initial weights and
+the group order per epoch, and torch runs on ``num_threads`` threads while it trains and
+predicts.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
+from torchrec.modules.crossnet import LowRankCrossNet
+
+from recsys.features import DAY
+from recsys.rank.config import RankConfig
+from recsys.rank.features import FeatureContext, feature_names
+from recsys.rank.ranker import RankerError, RankerFit, check_features, sample_negatives, window_frame, window_starts
+from recsys.rank.sources import CandidateGenerator
+
+
+# -- metric ---------------------------------------------------------------------------------
+
+
+def group_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> np.ndarray:
+    """NDCG@k of each query group (consecutive rows, ``groups`` = their sizes), LightGBM's
+    definition: gain ``2^label - 1``, discount ``1 / log2(rank + 1)``; rows sorted by score
+    (ties in row order); a group without any positive label counts 1."""
+    scores, labels, groups = np.asarray(scores, np.float64), np.asarray(labels, np.float64), np.asarray(groups, np.int64)
+    if not len(groups):
+        return np.zeros(0)
+    width = int(groups.max())
+    starts = np.cumsum(groups) - groups
+    row = np.repeat(np.arange(len(groups)), groups)
+    col = np.arange(groups.sum()) - np.repeat(starts, groups)
+    s = np.full((len(groups), width), -np.inf)
+    g = np.zeros((len(groups), width))
+    s[row, col] = scores
+    g[row, col] = np.exp2(labels) - 1.0
+    discount = 1.0 / np.log2(np.arange(2, width + 2))
+    top = min(k, width)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :top]
+    dcg = (np.take_along_axis(g, order, 1) * discount[:top]).sum(1)
+    idcg = (-np.sort(-g, axis=1)[:, :top] * discount[:top]).sum(1)
+    return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0)
+
+
+def mean_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> float:
+    return float(np.mean(group_ndcg(scores, labels, groups, k))) if len(groups) else float("nan")
+
+
+# -- the model ------------------------------------------------------------------------------
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run torch on ``n`` threads inside the block (deterministic float sums), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def dense_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd of each column's present values after the signed log1p (sd 1 for a
+    constant column, 0 / 1 for an all-NaN one)."""
+    z = np.sign(x) * np.log1p(np.abs(x))
+    present = ~np.isnan(z)
+    n = present.sum(0)
+    mean = np.where(n > 0, np.nansum(z, 0) / np.maximum(n, 1), 0.0)
+    var = np.where(n > 0, np.nansum((z - mean) ** 2, 0) / np.maximum(n, 1), 1.0)
+    sd = np.sqrt(var)
+    return mean.astype(np.float32), np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+
+
+class DCNv2(nn.Module):
+    """Id embeddings ++ normalised dense features -> LowRankCrossNet || MLP -> a logit."""
+
+    def __init__(self, n_dense: int, user_buckets: int, item_buckets: int, config: RankConfig, mean: np.ndarray, sd: np.ndarray):
+        super().__init__()
+        dim = config.dcn_embedding_dim
+        self.user_buckets, self.item_buckets = user_buckets, item_buckets
+        self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
+        self.register_buffer("sd", torch.from_numpy(np.asarray(sd, np.float32)))
+        self.ids = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(name="t_user", embedding_dim=dim, num_embeddings=user_buckets, feature_names=["user"], pooling=PoolingType.SUM),
+                EmbeddingBagConfig(name="t_item", embedding_dim=dim, num_embeddings=item_buckets, feature_names=["item"], pooling=PoolingType.SUM),
+            ],
+            device=torch.device("cpu"),
+        )
+        width = 2 * dim + 2 * n_dense
+        self.cross = LowRankCrossNet(in_features=width, num_layers=config.dcn_cross_layers, low_rank=config.dcn_low_rank)
+        h = config.dcn_hidden
+        self.deep = nn.Sequential(nn.Linear(width, h), nn.ReLU(), nn.Linear(h, h // 2), nn.ReLU())
+        self.head = nn.Linear(width + h // 2, 1)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw features (NaN = missing) -> standardised values (0 where missing) ++ missing indicators."""
+        missing = torch.isnan(x)
+        z = (torch.sign(x) * torch.log1p(torch.abs(x)) - self.mean) / self.sd
+        z = torch.where(missing, torch.zeros_like(z), z.clamp(-8.0, 8.0))
+        return torch.cat([z, missing.float()], dim=1)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        ones = torch.ones(n, dtype=torch.int32)
+        kjt = KeyedJaggedTensor(keys=["user", "item"], values=torch.cat([u % self.user_buckets, i % self.item_buckets]).long(), lengths=torch.cat([ones, ones]))
+        pooled = self.ids(kjt).to_dict()
+        x0 = torch.cat([pooled["user"], pooled["item"], self.dense(x)], dim=1)
+        return self.head(torch.cat([self.cross(x0), self.deep(x0)], dim=1)).squeeze(1)
+
+
+class DCNRanker:
+    """A trained DCN-v2 and the feature order it was trained with. ``RankedRecommender``
+    calls ``predict_frame`` (it needs the ids beside the features)."""
+
+    def __init__(self, net: DCNv2, features: list[str], threads: int = 1):
+        self.net, self.features, self.threads = net, list(features), threads
+
+    def predict(self, x: np.ndarray, u: np.ndarray, i: np.ndarray, batch: int = 65536) -> np.ndarray:
+        """Scores of rows ``x`` (features in ``self.features`` order, NaN = missing) of users ``u``, items ``i``."""
+        self.net.eval()
+        out = np.empty(len(x), np.float32)
+        with torch_threads(self.threads), torch.no_grad():
+            for s in range(0, len(x), batch):
+                xb = torch.from_numpy(np.ascontiguousarray(x[s : s + batch], np.float32))
+                ub = torch.from_numpy(np.asarray(u[s : s + batch], np.int64))
+                ib = torch.from_numpy(np.asarray(i[s : s + batch], np.int64))
+                out[s : s + batch] = self.net(xb, ub, ib).numpy()
+        return out
+
+    def predict_frame(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.predict(frame.select(self.features).to_numpy().astype(np.float32), frame["u"].to_numpy(), frame["i"].to_numpy())
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    """Training or validation rows as arrays, grouped by user (consecutive)."""
+
+    x: np.ndarray
+    u: np.ndarray
+    i: np.ndarray
+    label: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def of(cls, frames: list[pl.DataFrame], names: list[str]) -> _Rows:
+        frames = [f for f in frames if f.height]
+        return cls(
+            np.concatenate([f.select(names).to_numpy().astype(np.float32) for f in frames]),
+            np.concatenate([f["u"].to_numpy().astype(np.int64) for f in frames]),
+            np.concatenate([f["i"].to_numpy().astype(np.int64) for f in frames]),
+            np.concatenate([f["label"].to_numpy().astype(np.float32) for f in frames]),
+            np.concatenate([f.group_by("u", maintain_order=True).len()["len"].to_numpy().astype(np.int64) for f in frames]),
+        )
+
+
+def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Mean over groups of the softmax cross-entropy against targets ``(2^label - 1)``
+    normalised within the group (rows of group ``group[r]``; every group has a positive)."""
+    gain = torch.exp2(labels) - 1.0
+    gmax = torch.zeros(n_groups).scatter_reduce(0, group, logits.detach(), reduce="amax", include_self=False)
+    lse = torch.log(torch.zeros(n_groups).index_add(0, group, torch.exp(logits - gmax[group]))) + gmax
+    total = torch.zeros(n_groups).index_add(0, group, gain)
+    ce = torch.zeros(n_groups).index_add(0, group, gain * (lse[group] - logits))
+    return (ce / total).mean()
+
+
+def _train(config: RankConfig, rows: _Rows, n_users: int, n_items: int, epochs: int, val: _Rows | None = None) -> tuple[DCNRanker, list[float], int]:
+    """Train a fresh model for up to ``epochs`` epochs; with ``val``: NDCG@10 after each
+    epoch, early stopping, the best epoch's weights. Returns (model, curve, best epoch count)."""
+    torch.manual_seed(config.seed)
+    mean, sd = dense_stats(rows.x)
+    cap = config.dcn_id_buckets
+    net = DCNv2(rows.x.shape[1], max(1, min(n_users, cap)), max(1, min(n_items, cap)), config, mean, sd)
+    ranker = DCNRanker(net, [], config.num_threads)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.dcn_lr, weight_decay=config.dcn_weight_decay)
+    starts = np.cumsum(rows.groups) - rows.groups
+    x, u, i, y = (torch.from_numpy(a) for a in (rows.x, rows.u, rows.i, rows.label))
+    curve: list[float] = []
+    best, best_state, bad = 0, None, 0
+    for epoch in range(epochs):
+        net.train()
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(rows.groups))
+        for b in range(0, len(order), config.dcn_batch_groups):
+            gs = order[b : b + config.dcn_batch_groups]
+            sizes = rows.groups[gs]
+            idx = torch.from_numpy(np.concatenate([np.arange(starts[g], starts[g] + n) for g, n in zip(gs, sizes, strict=True)]))
+            group = torch.from_numpy(np.repeat(np.arange(len(gs)), sizes))
+            loss = listwise_loss(net(x[idx], u[idx], i[idx]), y[idx], group, len(gs))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if val is None:
+            continue
+        score = mean_ndcg(ranker.predict(val.x, val.u, val.i), val.label, val.groups)
+        curve.append(score)
+        if best_state is None or score > curve[best - 1]:
+            best, bad = epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= config.dcn_patience:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return ranker, curve, best or epochs
+
+
+def training_frames(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> tuple[list[pl.DataFrame], pl.DataFrame, list[str]]:
+    """The LightGBM ranker's data: (every window's sampled frame, the last window with
+    every candidate, the feature names)."""
+    cfg = gen.config
+    width = int(cfg.window_days * DAY)
+    starts = window_starts(cutoff, cfg)
+    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:-1])]
+    val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
+    frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
+    train_rows = sum(f.height for f in frames[:-1])
+    if not train_rows or not val.height:
+        raise RankerError(f"no user has a labelled candidate in the training ({train_rows} rows) or validation ({val.height} rows) windows; use more or longer windows")
+    names = feature_names(next(f for f in frames if f.height), exclude)
+    check_features(pl.concat([f.select(names) for f in frames[:-1] if f.height]), names)
+    return frames, val, names
+
+
+def validation_curve(config: RankConfig, frames: list[pl.DataFrame], val: pl.DataFrame, names: list[str], n_users: int, n_items: int) -> tuple[list[float], int]:
+    """Train on ``frames[:-1]`` with early stopping on ``val``: (NDCG@10 per epoch, best epoch count)."""
+    with torch_threads(config.num_threads):
+        _, curve, best = _train(config, _Rows.of(frames[:-1], names), n_users, n_items, config.dcn_epochs, _Rows.of([val], names))
+    return curve, best
+
+
+def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
+    """The DCN-v2 ranker on the LightGBM ranker's windows: train on the earlier ones,
+    validate (NDCG@10 per epoch, early stopping) on the last, refit on all for the best
+    number of epochs. ``best_iteration`` / ``val_curve`` are in epochs."""
+    cfg, fs = gen.config, gen.fs
+    frames, val, names = training_frames(gen, ctx, cutoff, exclude)
+    curve, best = validation_curve(cfg, frames, val, names, fs.n_users, fs.items.n)
+    with torch_threads(cfg.num_threads):
+        final, _, _ = _train(cfg, _Rows.of(frames, names), fs.n_users, fs.items.n, best)
+    final.features = names
+    return RankerFit(final, names, best, curve[best - 1], curve, sum(f.height for f in frames[:-1]), val.height, {})
