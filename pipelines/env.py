@@ -29,6 +29,10 @@ _SILENCED = (
     # TorchRec's and ShardedTensor's deprecation notices
     (DeprecationWarning, "", r"(torchrec|fbgemm_gpu|torch\.distributed)(\.|$)"),
     (FutureWarning, "", r"(torchrec|fbgemm_gpu|torch\.distributed)(\.|$)"),
+    # implicit counts every OpenBLAS in the process: once faiss is imported that includes
+    # faiss-cpu's own OpenMP build (2 threads, used by faiss only); the one implicit calls,
+    # scipy's, runs on the single thread OPENBLAS_NUM_THREADS above gives it
+    (RuntimeWarning, "OpenBLAS is configured to use", r"implicit(\.|$)"),
 )
 # (logger, message substring): log records of the same kind
 _SILENCED_LOGS = (

@@ -21,6 +21,7 @@ def test_setup_silences_library_notices_and_keeps_ours(caplog):
         env.setup()
         warnings.warn_explicit("module is DEPRECATED", DeprecationWarning, "x.py", 1, module="fbgemm_gpu.split_table_batched_embeddings_ops")
         warnings.warn_explicit("ShardedTensor is deprecated", FutureWarning, "x.py", 1, module="torch.distributed._shard.sharded_tensor")
+        warnings.warn_explicit("OpenBLAS is configured to use 2 threads. It is highly recommended ...", RuntimeWarning, "als.py", 96, module="implicit.cpu.als")
         warnings.warn_explicit("a warning of ours", UserWarning, "x.py", 1, module="recsys.train")
     assert [str(w.message) for w in caught] == ["a warning of ours"]
 
