@@ -23,6 +23,7 @@ the demo: the last 15 % of the timeline test, the 7 days before validation).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -35,7 +36,7 @@ env.setup()  # before numpy loads OpenBLAS: one BLAS thread, offline text model,
 
 import numpy as np  # noqa: E402
 
-ROWS = ("popularity", "als", "two-tower", "multi-source + ranker", "two-tower + ranker", "ranker without style features", "ranker without the two-tower")
+ROWS = ("popularity", "als", "two-tower", "multi-source + ranker", "two-tower + ranker", "ranker without style features", "ranker without the two-tower", "multi-source + DCN-v2 ranker")
 COLUMNS = {  # column -> (slice, metric)
     "Recall@10": ("all", "recall@10"),
     "NDCG@10": ("all", "ndcg@10"),
@@ -150,16 +151,20 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
 def ratios(runs: list[dict]) -> str:
     lines = []
-    for model in ("two-tower", "multi-source + ranker", "two-tower + ranker"):
+    for model, baseline in itertools.product(("two-tower", "multi-source + ranker", "two-tower + ranker", "multi-source + DCN-v2 ranker"), ("als", "popularity")):
         if model not in runs[0]["results"]:
             continue
-        cells = [f"{name} {mean_sd([_metric(r, model, *c) / _metric(r, 'als', *c) for r in runs])}" for name, c in list(COLUMNS.items())[:3]]
-        lines.append(f"{model} / ALS: " + ", ".join(cells))
+        cells = [f"{name} {mean_sd([_ratio(_metric(r, model, *c), _metric(r, baseline, *c)) for r in runs])}" for name, c in list(COLUMNS.items())[:3]]
+        lines.append(f"{model} / {baseline}: " + ", ".join(cells))
     model = "multi-source + ranker"
-    cold_warm = [_metric(r, model, "cold_items", "recall@50") / _metric(r, model, "warm_items", "recall@50") for r in runs]
-    vs_tt = [_metric(r, model, "cold_items", "recall@50") / _metric(r, "two-tower", "cold_items", "recall@50") for r in runs]
+    cold_warm = [_ratio(_metric(r, model, "cold_items", "recall@50"), _metric(r, model, "warm_items", "recall@50")) for r in runs]
+    vs_tt = [_ratio(_metric(r, model, "cold_items", "recall@50"), _metric(r, "two-tower", "cold_items", "recall@50")) for r in runs]
     lines.append(f"{model}: cold / warm items Recall@50 {mean_sd(cold_warm)}; cold-item Recall@50 / the two-tower's {mean_sd(vs_tt)}")
     recall = runs[0]["retrieval_recall"]["purchases"]
     lines.append("retrieval recall of test purchases: " + ", ".join(f"{s} {mean_sd([r['retrieval_recall']['purchases'][s] for r in runs])}" for s in recall))
@@ -178,8 +183,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--out", default=None, help="every run's figures (JSON) [rank-<dataset>.json]")
+    parser.add_argument("--report", default=None, help="print the tables of a JSON an earlier run wrote, and stop")
     parser.add_argument("--cache", default=None, help="folder of trained two-towers (per dataset, config and seed) re-used by a later run")
     args = parser.parse_args()
+    if args.report:
+        runs = json.loads(Path(args.report).read_text())
+        print(f"{args.report}: test metrics, mean ± sd over training seeds {[r['seed'] for r in runs]}:\n\n{table(runs)}\n\n{ratios(runs)}")
+        return
     root, train_config, rank_overrides = dataset(args.dataset)
     seeds = [int(s) for s in args.seeds.split(",")]
     ablations = () if args.no_ablations else ABLATIONS

@@ -153,9 +153,9 @@ class DCNRanker:
         out = np.empty(len(x), np.float32)
         with torch_threads(self.threads), torch.no_grad():
             for s in range(0, len(x), batch):
-                xb = torch.from_numpy(np.ascontiguousarray(x[s : s + batch], np.float32))
-                ub = torch.from_numpy(np.asarray(u[s : s + batch], np.int64))
-                ib = torch.from_numpy(np.asarray(i[s : s + batch], np.int64))
+                xb = torch.as_tensor(np.array(x[s : s + batch], np.float32))
+                ub = torch.as_tensor(np.array(u[s : s + batch], np.int64))  # a copy: polars hands out read-only arrays
+                ib = torch.as_tensor(np.array(i[s : s + batch], np.int64))
                 out[s : s + batch] = self.net(xb, ub, ib).numpy()
         return out
 
