@@ -21,6 +21,9 @@ ENV_DEFAULTS = {
     "TRANSFORMERS_OFFLINE": "1",
     # the text model's "Loading weights" bar: a file read from site-packages, nothing to wait for
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # MLflow's "Downloading artifacts" bar when a job loads a registered model or its config:
+    # local files of the store, nothing to wait for
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 # (category, message regex, module regex): notices of libraries about their own internals

@@ -13,6 +13,9 @@ def test_setup_sets_defaults_without_overriding(monkeypatch):
     env.setup()
     assert os.environ["OPENBLAS_NUM_THREADS"] == "3"  # an explicit setting wins
     assert os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    assert MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is False  # no download bar when a job loads a model
 
 
 def test_setup_silences_library_notices_and_keeps_ours(caplog):
