@@ -188,7 +188,7 @@ def _ranked_candidates(ctx, dataset, ranker_uri, k, out, chunk_size, keep_bought
         raise click.ClickException(str(exc)) from exc
     if unknown:
         click.echo(f"exclusion list: {unknown:,} item id(s) not in the catalogue (ignored)")
-    click.echo(f"ranker {served.version} over two-tower {served.two_tower.version}; sources {', '.join(served.config.source_names)}")
+    click.echo(f"ranker {served.version} over two-tower {served.two_tower.version}; sources {', '.join(served.recommender.gen.source_names)}")
     out = Path(out) if out else ctx.obj["workdir"] / "candidates" / f"{ds.manifest.name}-ranked"
     job = CandidateJob(k, chunk_size, not keep_bought, None, 0.0, explain, sha)
     try:

@@ -39,7 +39,7 @@ def _rank_rows(ds: ValidatedDataset, rank_config: RankConfig, two_tower, feature
     ranked = run_ranking(ds, features, rank_config, two_tower, truth_style, compare=False, ablations=("two-tower + ranker",))
     seconds = time.perf_counter() - started
     timings["both rankers"] = seconds  # trained and scored in one call
-    for name in ("multi-source + ranker", "two-tower + ranker"):
+    for name in (ranked.recommender.name, "two-tower + ranker"):  # the main row is named after its model (LightGBM or DCN-v2)
         results[name] = ranked.test[name]
         echo(f"  {name:<22} recall@50 {results[name]['all']['recall@50']:.4f}")
     echo(f"  (both rankers {seconds:.1f}s)")

@@ -139,6 +139,8 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy
     except RankConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     if deploy:
+        if config.model != "lightgbm":
+            raise click.ClickException(f"[rank] model = {config.model!r}: deploy mode refits the LightGBM ranker only")
         if ablations or ctx.get_parameter_source("model_uri") is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError(f"--deploy ranks over {tracking.PRODUCTION_URI} and scores nothing; it does not go with --model-uri or --ablations")
         rank_deploy(load_ds(ctx, dataset), dataset, config, register)

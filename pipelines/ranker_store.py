@@ -85,5 +85,6 @@ def find_ranker(dataset_fingerprint: str, config_sha256: str, two_tower_version:
     except MlflowException:
         return None
     want = {"dataset_fingerprint": dataset_fingerprint, "config_sha256": config_sha256, "two_tower": two_tower_version}
-    matching = [v for v in versions if all(v.tags.get(k) == value for k, value in want.items())]
+    # an evaluated ranker only: a deploy-mode version (alias production) is not the demo's to re-use
+    matching = [v for v in versions if all(v.tags.get(k) == value for k, value in want.items()) and v.tags.get(tracking.DEPLOY_TAG) != "true"]
     return max(matching, key=lambda v: int(v.version), default=None)

@@ -77,6 +77,8 @@ class RankConfig:
             raise RankConfigError(f"[rank] two_tower_index must be one of {list(INDEX_KINDS)}, got {self.two_tower_index!r}")
         if self.windows < 2:
             raise RankConfigError(f"[rank] windows must be >= 2 (the last one validates), got {self.windows}")
+        if len(self.label_gain) < 4 or any(g < 0 for g in self.label_gain):
+            raise RankConfigError(f"[rank] label_gain needs a gain >= 0 for each label none / click / cart / purchase, got {list(self.label_gain)}")
         if not self.window_days > 0 or self.negatives_per_user < 1 or self.num_threads < 1:
             raise RankConfigError("[rank] window_days must be > 0, negatives_per_user and num_threads >= 1")
         if self.model not in RANK_MODELS:

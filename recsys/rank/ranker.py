@@ -168,6 +168,13 @@ class RankedRecommender:
     def __init__(self, gen: CandidateGenerator, ctx: FeatureContext, fit: RankerFit, name: str = "multi-source + ranker", until: int | None = None):
         self.gen, self.ctx, self.fit, self.name, self.until = gen, ctx, fit, name, until
 
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """The ranker's score of every row of a pair-feature frame."""
+        model = self.fit.model
+        if hasattr(model, "predict_frame"):  # a model that needs the ids too (recsys/rank/dcn.py)
+            return model.predict_frame(frame)
+        return model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         users = np.asarray(users, np.int64)
         out = np.full((len(users), self.gen.fs.items.n), -np.inf, np.float32)
@@ -175,11 +182,7 @@ class RankedRecommender:
         if not union.height:
             return out
         frame = pair_features(self.gen.fs, union, time, self.ctx)
-        model = self.fit.model
-        if hasattr(model, "predict_frame"):  # a model that needs the ids too (recsys/rank/dcn.py)
-            pred = model.predict_frame(frame)
-        else:
-            pred = model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+        pred = self.predict(frame)
         order = np.argsort(users, kind="stable")
         rows = order[np.searchsorted(users[order], frame["u"].to_numpy())]
         out[rows, frame["i"].to_numpy()] = pred
@@ -197,7 +200,7 @@ class RankedRecommender:
         if not union.height:
             return np.full((len(users), k), -1, np.int64), np.full((len(users), k), np.nan, np.float32)
         frame = pair_features(self.gen.fs, union, time, self.ctx)
-        pred = self.fit.model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+        pred = self.predict(frame)
         return union_top_k(users, frame["u"].to_numpy(), frame["i"].to_numpy(), pred, k)
 
 

@@ -107,9 +107,8 @@ def ranked_part(served: ServedRanker, users: np.ndarray, job: CandidateJob, excl
     if not union.height:
         return _empty_part(job.explain)
     frame = pair_features(fs, union, time, rec.ctx)
-    x = frame.select(rec.fit.features).to_numpy().astype(np.float32)
-    scored = frame.select("u", "i", _sources_expr(rec.gen.config.source_names)).with_columns(
-        pl.Series("score", rec.fit.model.predict(x).astype(np.float32)), pl.Series("_row", np.arange(frame.height))
+    scored = frame.select("u", "i", _sources_expr(rec.gen.source_names)).with_columns(
+        pl.Series("score", rec.predict(frame).astype(np.float32)), pl.Series("_row", np.arange(frame.height))
     )
     top = scored.sort(["u", "score", "i"], descending=[False, True, False]).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over("u").alias("rank")).filter(pl.col("rank") <= job.k)
     out = top.select(
@@ -121,6 +120,7 @@ def ranked_part(served: ServedRanker, users: np.ndarray, job: CandidateJob, excl
         "sources",
     )
     if job.explain:
+        x = frame.select(rec.fit.features).to_numpy().astype(np.float32)
         contrib = rec.fit.model.predict(x[top["_row"].to_numpy()], pred_contrib=True)
         out = out.with_columns(pl.Series("top_contributions", top_contributions(contrib, rec.fit.features), dtype=CONTRIBUTION_TYPE))
     return out
