@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,38 @@ def make_dataset(tmp_path):
         return build_dataset(tmp_path / name, **tables)
 
     return make
+
+
+FAST_TRAIN_TOML = "[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n"
+FAST_RANK_TOML = """[rank]
+windows = 3
+window_days = 7.0
+n_estimators = 20
+early_stopping_rounds = 5
+negatives_per_user = 10
+als_factors = 8
+als_iterations = 3
+[rank.sources]
+two_tower = 30
+als = 30
+item_cf = 30
+style_knn = 20
+new_arrivals = 10
+"""
+
+
+@dataclass(frozen=True)
+class FastConfigs:
+    train: Path  # a two-epoch two-tower
+    rank: Path  # a small ranker over five sources
+
+
+@pytest.fixture
+def fast_configs(tmp_path) -> FastConfigs:
+    """TOML files for the jobs' end-to-end tests: a quick `train` and `rank train` on `tiny`."""
+    (tmp_path / "fast.toml").write_text(FAST_TRAIN_TOML)
+    (tmp_path / "rank.toml").write_text(FAST_RANK_TOML)
+    return FastConfigs(tmp_path / "fast.toml", tmp_path / "rank.toml")
 
 
 @pytest.fixture

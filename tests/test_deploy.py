@@ -11,22 +11,6 @@ from click.testing import CliRunner
 
 from pipelines.cli import cli
 
-TRAIN_TOML = "[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n"
-RANK_TOML = """[rank]
-windows = 3
-window_days = 7.0
-n_estimators = 20
-early_stopping_rounds = 5
-negatives_per_user = 10
-als_factors = 8
-als_iterations = 3
-[rank.sources]
-two_tower = 30
-als = 30
-item_cf = 30
-style_knn = 20
-new_arrivals = 10
-"""
 
 
 def _only_in_test(fs):
@@ -99,7 +83,7 @@ def test_deploy_without_an_evaluated_run_is_a_one_line_error(make_dataset, tmp_p
 
 
 @pytest.mark.slow
-def test_deploy_end_to_end(tiny_embedded, tmp_path, mlflow_store):
+def test_deploy_end_to_end(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
@@ -109,10 +93,8 @@ def test_deploy_end_to_end(tiny_embedded, tmp_path, mlflow_store):
 
     root = tmp_path / "ds"
     shutil.copytree(tiny_embedded, root)
-    (tmp_path / "fast.toml").write_text(TRAIN_TOML)
-    (tmp_path / "rank.toml").write_text(RANK_TOML)
-    train = ["--config", str(tmp_path / "fast.toml")]
-    rank = ["--config", str(tmp_path / "rank.toml")]
+    train = ["--config", str(fast_configs.train)]
+    rank = ["--config", str(fast_configs.rank)]
     runner = CliRunner()
     wd = ["--workdir", str(tmp_path / "wd")]
     client = MlflowClient(mlflow_store)

@@ -282,21 +282,6 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
 # -- the job ---------------------------------------------------------------------------------
 
 
-FAST_RANK_TOML = """[rank]
-windows = 3
-window_days = 7.0
-n_estimators = 20
-early_stopping_rounds = 5
-negatives_per_user = 10
-als_factors = 8
-als_iterations = 3
-[rank.sources]
-two_tower = 30
-als = 30
-item_cf = 30
-style_knn = 20
-new_arrivals = 10
-"""
 
 
 def test_rank_is_a_job_of_the_cli():
@@ -329,7 +314,7 @@ def test_rank_train_refuses_a_bad_config(tiny_embedded, tmp_path, mlflow_store):
 
 
 @pytest.mark.slow
-def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store):
+def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     import shutil
 
     from click.testing import CliRunner
@@ -339,10 +324,7 @@ def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store):
 
     root = tmp_path / "ds"
     shutil.copytree(tiny_embedded, root)
-    train_toml = tmp_path / "fast.toml"
-    train_toml.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
-    rank_toml = tmp_path / "rank.toml"
-    rank_toml.write_text(FAST_RANK_TOML)
+    train_toml, rank_toml = fast_configs.train, fast_configs.rank
     runner = CliRunner()
     wd = ["--workdir", str(tmp_path / "wd")]
     result = runner.invoke(cli, [*wd, "train", str(root), "--config", str(train_toml)])

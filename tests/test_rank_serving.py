@@ -17,19 +17,6 @@ from recsys.serving import CandidateJob, CandidateJobError
 
 SOURCES = {"two_tower": 30, "als": 30, "item_cf": 30, "style_knn": 20, "new_arrivals": 10}
 FAST = RankConfig(sources=SOURCES, n_estimators=20, early_stopping_rounds=5, negatives_per_user=10, als_factors=8, als_iterations=3)
-RANK_TOML = """[rank]
-n_estimators = 20
-early_stopping_rounds = 5
-negatives_per_user = 10
-als_factors = 8
-als_iterations = 3
-[rank.sources]
-two_tower = 30
-als = 30
-item_cf = 30
-style_knn = 20
-new_arrivals = 10
-"""
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +125,7 @@ def test_a_ranker_names_its_two_tower():
 
 
 @pytest.mark.slow
-def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, mlflow_store):
+def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     import json
     import shutil
 
@@ -148,10 +135,7 @@ def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, ml
 
     root = tmp_path / "ds"
     shutil.copytree(tiny_embedded, root)
-    train_toml = tmp_path / "fast.toml"
-    train_toml.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
-    rank_toml = tmp_path / "rank.toml"
-    rank_toml.write_text(RANK_TOML)
+    train_toml, rank_toml = fast_configs.train, fast_configs.rank
     runner = CliRunner()
     wd = ["--workdir", str(tmp_path / "wd")]
     for args in (["train", str(root), "--config", str(train_toml)], ["rank", "train", str(root), "--config", str(rank_toml)]):

@@ -12,11 +12,10 @@ from pipelines.cli import cli
 
 
 @pytest.mark.slow
-def test_train_registers_champion_and_evaluate_compares(tiny_embedded, tmp_path, mlflow_store):
+def test_train_registers_champion_and_evaluate_compares(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     root = tmp_path / "ds"
     shutil.copytree(tiny_embedded, root)
-    config = tmp_path / "fast.toml"
-    config.write_text("[train]\nepochs = 2\nbatch_size = 64\nval_users = 200\n")
+    config = fast_configs.train
     runner = CliRunner()
     result = runner.invoke(cli, ["--workdir", str(tmp_path / "wd"), "train", str(root), "--config", str(config)])
     assert result.exit_code == 0, result.output
