@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 ROWS = (
     "popularity", "als", "two-tower", "multi-source + ranker", "two-tower + ranker", "ranker without style features", "ranker without the two-tower",
-    "multi-source + DCN-v2 ranker", "ranker, windows see an earlier two-tower",
+    "multi-source + DCN-v2 ranker", "ranker whose windows see the served two-tower", "ranker without the new-item boost",
 )
 COLUMNS = {  # column -> (slice, metric)
     "Recall@10": ("all", "recall@10"),
@@ -103,28 +103,7 @@ def two_tower_for(ds, config, seed: int, cache: Path | None):
     return TwoTowerRecommender(trained.model, trained.features), trained.features
 
 
-def early_two_tower(ds, config, seed: int, rank_config, fs):
-    """A two-tower trained (and refit) only on events before the ranker's first training
-    window: the one its windows may see without having seen their labels."""
-    import datetime as dt
-
-    from data.split import SplitConfig, load_or_create_split, make_split
-    from recsys.features import DAY, build_features
-    from recsys.train import Trainer, TwoTowerRecommender
-
-    first = fs.time_of("test") - rank_config.windows * int(rank_config.window_days * DAY)
-    split = load_or_create_split(ds)
-    early = make_split(ds.interactions, ds.items, ds.users, SplitConfig(cutoff=dt.datetime.fromtimestamp(first, dt.UTC).date(), test_fraction=None, val_days=split.config.val_days), split.interactions_sha256)
-    fs_early = build_features(ds, early, config.features, require_style=fs.items.has_style.any())
-    if list(fs_early.items.ids) != list(fs.items.ids) or list(fs_early.user_ids) != list(fs.user_ids):
-        raise RuntimeError("the early feature set orders items or users differently")
-    started = time.perf_counter()
-    trained = Trainer(fs_early, config.model, config.train, progress=False).fit()
-    print(f"  seed {seed}: two-tower on events before {early.test_start:%Y-%m-%d} trained in {time.perf_counter() - started:.0f} s", flush=True)
-    return TwoTowerRecommender(trained.model, trained.features)
-
-
-def one_seed(root: Path, train_config: str | None, rank_overrides: dict, seed: int, ablations: tuple[str, ...], ab: bool, cache: Path | None, window_two_tower: bool = False) -> dict:
+def one_seed(root: Path, train_config: str | None, rank_overrides: dict, seed: int, ablations: tuple[str, ...], ab: bool, cache: Path | None) -> dict:
     from data.validate import load_dataset
     from recsys.ab.simulate import simulate_experiment
     from recsys.baselines import Popularity
@@ -139,17 +118,14 @@ def one_seed(root: Path, train_config: str | None, rank_overrides: dict, seed: i
     truth = load_ground_truth(fs, root)
     started = time.perf_counter()
     rank_config = load_rank_config(None, {**rank_overrides, "seed": seed})
-    result = run_ranking(ds, fs, rank_config, two_tower, truth, ablations=ablations, echo=lambda line: print(f"  seed {seed}: {line.strip()}", flush=True))
+    echo = lambda line: print(f"  seed {seed}: {line.strip()}", flush=True)  # noqa: E731
+    result = run_ranking(ds, fs, rank_config, two_tower, truth, ablations=ablations, echo=echo, run_config=config)
     seconds = {"ranking": time.perf_counter() - started}
     results = {"popularity": evaluate(Popularity().fit(fs, fs.time_of("test")), fs, EVAL, truth), **result.test}
-    out = {"seed": seed, "results": results, "retrieval_recall": result.recall, "seconds": seconds, "best_iteration": result.fit.best_iteration, "val_ndcg_10": result.fit.val_ndcg_10}
-    if window_two_tower:
-        from recsys.rank.run import _ranked
-
-        name = "ranker, windows see an earlier two-tower"
-        variant = _ranked(ds, fs, rank_config, two_tower, (), name, window_two_tower=early_two_tower(ds, config, seed, rank_config, fs))
-        print(f"  seed {seed}: {name}: best round {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}", flush=True)
-        results[name] = evaluate(variant, fs, EVAL, truth)
+    out = {
+        "seed": seed, "results": results, "retrieval_recall": result.recall, "seconds": seconds, "best_iteration": result.fit.best_iteration, "val_ndcg_10": result.fit.val_ndcg_10,
+        "new_item_boost": result.fit.new_item_boost, "val_ndcg_10_variants": {m: f.val_ndcg_10 for m, f in result.variants.items()},
+    }
     if ab:
         lift = {}
         for arm, recommender in (("ranked", result.recommender), ("two-tower", two_tower)):
@@ -214,7 +190,6 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--out", default=None, help="every run's figures (JSON) [rank-<dataset>.json]")
-    parser.add_argument("--window-two-tower", action="store_true", help="also: the ranker whose training windows see a two-tower trained before them (one more two-tower per seed)")
     parser.add_argument("--report", default=None, help="print the tables of a JSON an earlier run wrote, and stop")
     parser.add_argument("--cache", default=None, help="folder of trained two-towers (per dataset, config and seed) re-used by a later run")
     args = parser.parse_args()
@@ -232,7 +207,7 @@ def main() -> None:
     out = Path(args.out or f"rank-{root.name}.json")
     runs = []
     for seed in seeds:
-        runs.append(one_seed(root, train_config, rank_overrides, seed, ablations, is_stylemart, cache, args.window_two_tower))
+        runs.append(one_seed(root, train_config, rank_overrides, seed, ablations, is_stylemart, cache))
         out.write_text(json.dumps(runs, indent=1))  # after every seed
     print(f"\n{root}: test metrics, mean ± sd over training seeds {seeds}:\n")
     print(table(runs))

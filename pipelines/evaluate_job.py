@@ -32,11 +32,12 @@ def _log_results(results: dict, timings: dict) -> None:
     mlflow.log_dict({"timings_s": timings}, "timings.json")
 
 
-def _rank_rows(ds: ValidatedDataset, rank_config: RankConfig, two_tower, features, truth_style, results: dict, timings: dict, echo) -> None:
+def _rank_rows(ds: ValidatedDataset, rank_config: RankConfig, two_tower, features, truth_style, results: dict, timings: dict, echo, run_config: RunConfig) -> None:
     """The ranker over every source and over the two-tower alone, trained here on windows
-    before the test cutoff and scored like every other row."""
+    before the test cutoff and scored like every other row (the windows see a two-tower
+    trained with ``run_config`` before them: recsys/rank/window_two_tower.py)."""
     started = time.perf_counter()
-    ranked = run_ranking(ds, features, rank_config, two_tower, truth_style, compare=False, ablations=("two-tower + ranker",))
+    ranked = run_ranking(ds, features, rank_config, two_tower, truth_style, compare=False, ablations=("two-tower + ranker",), echo=echo, run_config=run_config)
     seconds = time.perf_counter() - started
     timings["both rankers"] = seconds  # trained and scored in one call
     for name in (ranked.recommender.name, "two-tower + ranker"):  # the main row is named after its model (LightGBM or DCN-v2)
@@ -86,9 +87,11 @@ def run_evaluation(
             lm = tracking.load_served_model(ds, model_uri, evaluated_only=True)
             score("two-tower", lm.recommender, lm.fs, started)
             two_tower = (lm.recommender, lm.fs)
+            two_tower_config = tracking.served_run_config(model_uri) or config
             echo(f"  {'two-tower (' + model_uri + ')':<22} recall@50 {results['two-tower']['all']['recall@50']:.4f}")
         else:
             to_train.insert(0, ("two-tower", config.model))
+            two_tower_config = config
         for name, model_cfg in to_train:
             started = time.perf_counter()
             result = Trainer(fs, model_cfg, config.train, progress=progress).fit()
@@ -97,7 +100,7 @@ def run_evaluation(
                 two_tower = (TwoTowerRecommender(result.model, result.features), result.features)
             echo(f"  {name:<22} recall@50 {results[name]['all']['recall@50']:.4f}  ({timings[name]:.1f}s, best epoch {result.best_epoch})")
         if rank_config is not None and two_tower is not None:
-            _rank_rows(ds, rank_config, *two_tower, truth_style, results, timings, echo)
+            _rank_rows(ds, rank_config, *two_tower, truth_style, results, timings, echo, two_tower_config)
         _log_results(results, timings)
     return results, run.info.run_id, uri
 

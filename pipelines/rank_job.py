@@ -17,7 +17,7 @@ from pipelines.common import load_ds
 from pipelines.ranker_store import CONFIG_ARTIFACT
 from recsys.evaluate import load_ground_truth
 from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
-from recsys.rank.ranker import RankerError
+from recsys.rank.ranker import NEW_ITEM_BOOST, RankerError
 from recsys.rank.run import ABLATIONS, RankingResult, format_recall, format_test, importance_figure, run_ranking
 
 EXPERIMENT = "stylerec/ranking"
@@ -35,13 +35,19 @@ def _two_tower(ds, model_uri: str):
         raise click.ClickException(f"no two-tower model at {model_uri} ({str(exc).splitlines()[0][:200]}); run `stylerec train` on this dataset first") from exc
 
 
-def _register(client, model_uri: str, run_id: str, val_ndcg: float, fingerprint: str, two_tower_version: str, config_sha256: str = "") -> tuple[str, bool]:
+def _register(
+    client, model_uri: str, run_id: str, val_ndcg: float, fingerprint: str, two_tower_version: str, config_sha256: str = "", new_item_boost: float = 0.0
+) -> tuple[str, bool]:
     """Register the ranker; move ``champion`` to it only on a better validation NDCG@10."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     version = mlflow.register_model(model_uri, RANKER_NAME)
-    for key, value in ((METRIC_TAG, f"{val_ndcg:.6f}"), ("run_id", run_id), ("dataset_fingerprint", fingerprint), ("two_tower", two_tower_version), ("config_sha256", config_sha256)):
+    tags = (
+        (METRIC_TAG, f"{val_ndcg:.6f}"), ("run_id", run_id), ("dataset_fingerprint", fingerprint), ("two_tower", two_tower_version), ("config_sha256", config_sha256),
+        (NEW_ITEM_BOOST, repr(float(new_item_boost))),
+    )
+    for key, value in tags:
         client.set_model_version_tag(RANKER_NAME, version.version, key, value)
     try:
         current = float(client.get_model_version_by_alias(RANKER_NAME, tracking.CHAMPION).tags.get(METRIC_TAG, "nan"))
@@ -68,7 +74,8 @@ def _log(result, ds, config, lm) -> str:
     mlflow.log_params({"job": "rank-train", "dataset": ds.manifest.name, "dataset_manifest_sha256": ds.manifest.fingerprint, "two_tower": lm.version, "features": ",".join(fit.features)[:6000], **config.flat_params()})
     for step, value in enumerate(fit.val_curve, start=1):
         mlflow.log_metric("val_ndcg_10", value, step=step)
-    mlflow.log_metrics({"best_val_ndcg_10": fit.val_ndcg_10, "best_iteration": fit.best_iteration, "train_rows": fit.train_rows, "val_rows": fit.val_rows})
+    mlflow.log_metrics({"best_val_ndcg_10": fit.val_ndcg_10, "best_iteration": fit.best_iteration, "train_rows": fit.train_rows, "val_rows": fit.val_rows, NEW_ITEM_BOOST: fit.new_item_boost})
+    mlflow.log_param("window_two_tower", "trained before the first window" if result.window_two_tower else "the served two-tower")
     mlflow.log_metrics({f"{_slug(m)}.best_val_ndcg_10": f.val_ndcg_10 for m, f in result.variants.items() if f.val_ndcg_10 == f.val_ndcg_10})
     mlflow.log_metrics({f"retrieval_recall.{t}.{s}": v for t, by in result.recall.items() for s, v in by.items() if v == v})
     mlflow.log_metrics({f"{_slug(m)}.{sl}.{k.replace('@', '_at_')}": v for m, slices in result.test.items() for sl, vals in slices.items() for k, v in vals.items() if k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")})
@@ -105,11 +112,15 @@ def train_ranker(
         lm = _two_tower(ds, model_uri)
         uri = tracking.setup(EXPERIMENT)
         with mlflow.start_run(run_name=f"rank-{ds.manifest.name}", tags={RANK_CONFIG_TAG: config.sha256()}) as run:
-            result = run_ranking(ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=echo)
+            result = run_ranking(
+                ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=echo, run_config=tracking.served_run_config(model_uri)
+            )
             model_uri_logged = _log(result, ds, config, lm)
             version, promoted = None, False
             if register:
-                version, promoted = _register(mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version, config.sha256())
+                version, promoted = _register(
+                    mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version, config.sha256(), result.fit.new_item_boost
+                )
                 mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
     except (DatasetError, RankerError, RankConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -204,16 +215,17 @@ def rank_deploy(ds, dataset_arg: str, config: RankConfig, register: bool) -> Non
     if source is None:
         raise click.ClickException(f"no evaluated ranking run of this dataset and [rank] config; run `stylerec rank train {dataset_arg}` first (with the same --config)")
     rounds = int(source.data.metrics["best_iteration"])
+    boost = float(source.data.metrics.get(NEW_ITEM_BOOST, 0.0))  # runs from before the boost: none
     lm = _production_two_tower(ds, dataset_arg)
     end = int(lm.fs.ev_ts.max()) + 1
     try:
         with mlflow.start_run(run_name=f"rank-deploy-{ds.manifest.name}", tags={RANK_CONFIG_TAG: config_sha, tracking.DEPLOY_TAG: "true"}) as run:
-            ranked = deploy_ranking(ds, lm.fs, config, rounds, lm.recommender, echo=click.echo)
+            ranked = deploy_ranking(ds, lm.fs, config, rounds, lm.recommender, echo=click.echo, new_item_boost=boost, run_config=tracking.served_run_config(tracking.PRODUCTION_URI))
             fit = ranked.fit
             mlflow.log_params({
                 "job": "rank-deploy", "dataset": ds.manifest.name, "dataset_manifest_sha256": ds.manifest.fingerprint, "two_tower": lm.version,
                 "features": ",".join(fit.features)[:6000], **config.flat_params(),
-                "deploy.from_run": source.info.run_id, "deploy.rounds": rounds, "deploy.windows_end": dt.datetime.fromtimestamp(end, dt.UTC).isoformat(),
+                "deploy.from_run": source.info.run_id, "deploy.rounds": rounds, "deploy.new_item_boost": boost, "deploy.windows_end": dt.datetime.fromtimestamp(end, dt.UTC).isoformat(),
             })
             mlflow.log_metrics({"train_rows": fit.train_rows})
             mlflow.log_dict({"importance_gain": fit.importance}, "ranker.json")
@@ -224,7 +236,7 @@ def rank_deploy(ds, dataset_arg: str, config: RankConfig, register: bool) -> Non
             if register:
                 version = tracking.register_production(client, logged, RANKER_NAME, {
                     "run_id": run.info.run_id, "dataset_fingerprint": ds.manifest.fingerprint, "two_tower": lm.version,
-                    "from_run": source.info.run_id, "rounds": rounds, "config_sha256": config_sha,
+                    "from_run": source.info.run_id, "rounds": rounds, "config_sha256": config_sha, NEW_ITEM_BOOST: repr(float(boost)),
                 })
                 mlflow.set_tags({"registered_version": version, tracking.PRODUCTION: "True"})
     except (DatasetError, RankerError, RankConfigError) as exc:

@@ -8,6 +8,7 @@ import click
 
 from pipelines import tracking
 from recsys.rank.config import RankConfigError, load_rank_config
+from recsys.rank.ranker import NEW_ITEM_BOOST
 
 CONFIG_ARTIFACT = "rank_config.json"  # the RankConfig of a ranker's run (rank_job logs it)
 TRAIN_FIRST = "run `stylerec rank train DATASET` first"
@@ -70,7 +71,9 @@ def load_ranker(ds, uri: str = tracking.RANKER_CHAMPION_URI):
         booster = mlflow.lightgbm.load_model(f"models:/{mv.name}/{mv.version}")
     except (MlflowException, OSError) as exc:
         raise click.ClickException(f"ranker {label}: its LightGBM model cannot be loaded ({' '.join(str(exc).split())[:160]}); {TRAIN_FIRST} again") from exc
-    return served_ranker(ds, config, booster, list(booster.feature_name()), lm, label)
+    # rankers registered before the boost existed have no tag: no boost, as they were trained
+    boost = float(mv.tags.get(NEW_ITEM_BOOST, "0") or 0)
+    return served_ranker(ds, config, booster, list(booster.feature_name()), lm, label, new_item_boost=boost)
 
 
 def find_ranker(dataset_fingerprint: str, config_sha256: str, two_tower_version: str):

@@ -170,6 +170,16 @@ def load_served_model(ds, model: str, allow_new_items: bool = False, evaluated_o
     return load_model(folder, version, ds, allow_new_items)
 
 
+def served_run_config(model_uri: str):
+    """The ``recsys.config.RunConfig`` the two-tower at ``model_uri`` was trained with (its bundle keeps it; None
+    for a bundle without one): the windows' own two-tower is trained the same way."""
+    from recsys.bundle import read_bundle_config
+    from recsys.config import load_run_config
+
+    saved = read_bundle_config(fetch_bundle(model_uri)[0]).get("config")
+    return load_run_config(None, saved) if saved else None
+
+
 def find_trained(dataset_fingerprint: str, config_sha256: str):
     """The newest registered version trained on this dataset with this config, or None."""
     from mlflow.exceptions import MlflowException

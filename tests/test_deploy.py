@@ -163,6 +163,8 @@ def test_deploy_end_to_end(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     end = dt.datetime.fromtimestamp(int(served.fs.ev_ts.max()) + 1, dt.UTC).isoformat()
     assert rank_deployed.data.params["deploy.from_run"] == rank_evaluated.info.run_id and rank_deployed.data.params["deploy.rounds"] == str(rounds)
     assert rank_deployed.data.params["deploy.windows_end"] == end and rank_deployed.data.params["two_tower"] == "stylerec/2"
+    boost = float(rank_evaluated.data.metrics["new_item_boost"])  # the evaluated run's new-item boost, like its rounds
+    assert float(rank_deployed.data.params["deploy.new_item_boost"]) == boost and float(ranker_version.tags["new_item_boost"]) == boost
     import mlflow.lightgbm
 
     assert mlflow.lightgbm.load_model("models:/stylerec-ranker@production").num_trees() == rounds

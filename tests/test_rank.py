@@ -222,6 +222,56 @@ def test_feature_helpers_by_hand():
     assert groups[-1] == 4 and all(len(set(groups[b * 30 : b * 30 + 29])) == 1 for b in range(4)) and len(set(groups[:-1])) == 4
 
 
+def test_whitened_style_and_list_life_by_hand():
+    from recsys.rank.features import on_sale_share, whiten
+
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal((200, 3)) * [5.0, 1.0, 0.2]
+    vectors = np.hstack([signal, np.zeros((200, 2))])  # two dead dimensions
+    z = whiten(vectors, dims=10)
+    assert z.shape == (200, 3)  # the dead dimensions are left out, not blown up
+    np.testing.assert_allclose(z.std(0, ddof=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.corrcoef(z.T), np.eye(3), atol=1e-5)
+    assert whiten(vectors, dims=2).shape == (200, 2)
+    # the share of a list's life [10, 20) an item is on sale; a list not shown past its time: 1
+    np.testing.assert_allclose(on_sale_share(np.array([0, 10, 15, 20, 30]), 10, 20), [1.0, 1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(on_sale_share(np.array([0, 15]), 10, None), [1.0, 1.0])
+
+
+def test_ndcg_at_k_is_lightgbms():
+    import lightgbm
+
+    from recsys.rank.ranker import ndcg_at_k
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(5, 40, 60)
+    labels = rng.choice(4, groups.sum(), p=[0.8, 0.1, 0.05, 0.05])
+    x = rng.standard_normal((groups.sum(), 4)) + labels[:, None] * [0.5, 0.0, 0.2, 0.0]
+    gain = (0.0, 1.0, 3.0, 7.0)
+    params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "label_gain": list(gain), "verbosity": -1, "num_threads": 1, "deterministic": True}
+    train = lightgbm.Dataset(x, labels, group=groups)
+    evals: dict = {}
+    booster = lightgbm.train(params, train, 5, valid_sets=[lightgbm.Dataset(x, labels, group=groups, reference=train)], valid_names=["v"], callbacks=[lightgbm.record_evaluation(evals)])
+    assert ndcg_at_k(groups, labels, booster.predict(x), 10, gain) == pytest.approx(evals["v"]["ndcg@10"][-1], abs=1e-6)
+    # by hand: one group, the only positive (gain 7) second of three -> 1 / log2(3)
+    assert ndcg_at_k(np.array([3]), np.array([0, 3, 0]), np.array([0.9, 0.5, 0.1]), 10, gain) == pytest.approx(1 / np.log2(3))
+
+
+def test_new_item_boost_lifts_new_items_only_when_validation_says_so():
+    from recsys.rank.ranker import BOOSTS, fit_new_item_boost
+
+    groups = np.full(50, 4)
+    gain = (0.0, 1.0, 3.0, 7.0)
+    # each group: two old negatives scored high, a new positive scored just below them, an old negative
+    scores = np.tile([1.0, 0.9, 0.8, 0.1], 50)
+    new = np.tile([False, False, True, False], 50)
+    boost, curve = fit_new_item_boost(groups, np.tile([0, 0, 3, 0], 50), scores, new, gain)
+    assert boost > 0.2 and max(curve) == pytest.approx(1.0) and len(curve) == len(BOOSTS)
+    # new items the shoppers did not want: no boost (ties go to the smallest)
+    boost, _ = fit_new_item_boost(groups, np.tile([3, 0, 0, 0], 50), scores, new, gain)
+    assert boost == 0.0
+
+
 def test_labels_are_graded(tiny_features, query_time):
     fs = tiny_features
     start, end = query_time, query_time + 7 * DAY
@@ -344,13 +394,17 @@ def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store, fast_confi
     assert len(client.get_metric_history(run.info.run_id, "val_ndcg_10")) >= 1
     assert "multi-source_plus_ranker.all.ndcg_at_10" in run.data.metrics
     assert {"plots", "ranker.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}  # the model: a logged model (MLflow 3), loaded below
+    # the windows saw their own two-tower; the new-item boost fitted on validation is logged and registered
+    assert "training the two-tower the ranker's windows see, on the events before" in out
+    assert run.data.params["window_two_tower"] == "trained before the first window"
+    assert float(champion.tags["new_item_boost"]) == pytest.approx(run.data.metrics["new_item_boost"]) and run.data.metrics["new_item_boost"] >= 0
 
     # a second run (with the ablations) that is not better on validation is registered but does not take the alias
     client.set_model_version_tag("stylerec-ranker", "1", "val_ndcg_10", "0.999")
     result = runner.invoke(cli, [*wd, "rank", "train", str(root), "--config", str(rank_toml), "--ablations"])
     assert result.exit_code == 0, result.output
     assert "version 2; champion: unchanged" in result.output
-    for name in ("two-tower + ranker", "ranker without style features", "ranker without the two-tower"):
+    for name in ("two-tower + ranker", "ranker without style features", "ranker without the two-tower", "ranker whose windows see the served two-tower", "ranker without the new-item boost"):
         assert f"\n{name} " in result.output, result.output
     assert str(client.get_model_version_by_alias("stylerec-ranker", "champion").version) == "1"
 
@@ -376,3 +430,23 @@ def test_run_ranking_with_an_ablation(tiny_embedded, tiny_features):
     assert result.recall["truth"]["all"] >= max(v for k, v in result.recall["truth"].items() if k != "all")
     assert "style_cos" in result.fit.features
     assert "cold recall@50" in format_test(result.test) and "item_cf" in format_recall(result.recall)
+    assert not result.window_two_tower  # no two-tower, none for the windows either
+
+
+def test_the_windows_two_tower_never_sees_the_windows(tiny_embedded, tiny_features):
+    from data.validate import load_dataset
+    from recsys.config import load_run_config
+    from recsys.rank.ranker import window_starts
+    from recsys.rank.window_two_tower import train_window_two_tower
+
+    fs, cfg = tiny_features, dataclasses.replace(FAST, windows=2)
+    cutoff = fs.time_of("test")
+    run_config = load_run_config(None, {"train": {"epochs": 1, "batch_size": 64, "val_users": 100, "refit": False}})
+    tt = train_window_two_tower(load_dataset(tiny_embedded), fs, cfg, run_config, cutoff)
+    first = window_starts(cutoff, cfg)[0]
+    assert tt.fs.time_of("test") <= first  # trained and validated on events before the first window only
+    trained = tt.fs.ev_fold == "train"
+    assert trained.any() and (tt.fs.ev_ts[trained] < tt.fs.time_of("val")).all()
+    assert list(tt.fs.items.ids) == list(fs.items.ids) and tt.item_matrix().shape[0] == fs.items.n
+    with pytest.raises(RankConfigError, match="window_two_tower = false"):
+        train_window_two_tower(load_dataset(tiny_embedded), fs, dataclasses.replace(FAST, windows=60), run_config, cutoff)

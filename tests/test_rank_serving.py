@@ -41,6 +41,26 @@ def served(tiny_embedded, tmp_path_factory):
     return served_ranker(ds, FAST, fit.model, fit.features, lm, "stylerec-ranker/1")
 
 
+def test_an_explained_new_item_shows_its_boost(served):
+    """With a new-item boost, an item without history carries it as a contribution: the
+    explanation still adds up to the listed score."""
+    import dataclasses
+
+    from recsys.rank.features import ITEM_EVENTS, pair_features
+    from recsys.rank.ranker import NEW_ITEM_BOOST, RankedRecommender
+
+    rec = served.recommender
+    boosted = dataclasses.replace(served, recommender=RankedRecommender(rec.gen, rec.ctx, dataclasses.replace(rec.fit, new_item_boost=50.0), rec.name))
+    users = np.arange(served.fs.n_users)
+    frame = pair_features(served.fs, rec.gen.union(users, served.query_time), served.query_time, rec.ctx)
+    new_items = set(served.fs.items.ids[frame.filter(pl.col(ITEM_EVENTS) == 0)["i"].unique().to_numpy()].astype(str))
+    assert new_items, "the tiny preset has items without history among the candidates"
+    part = ranked_part(boosted, users, CandidateJob(k=3, explain=True), np.zeros(served.fs.items.n, bool))
+    shown = part.filter(pl.col("item_id").is_in(list(new_items)))
+    assert shown.height and all(t[0] == {"feature": NEW_ITEM_BOOST, "contribution": 50.0} for t in shown["top_contributions"].to_list())
+    assert not any(c["feature"] == NEW_ITEM_BOOST for t in part.filter(~pl.col("item_id").is_in(list(new_items)))["top_contributions"].to_list() for c in t)
+
+
 def test_top_contributions_by_hand():
     contrib = np.array([[0.1, -0.5, 0.3, 2.0], [0.0, 0.2, -0.1, 1.0]])
     top = top_contributions(contrib, ["a", "b", "c"], n=2)
@@ -156,6 +176,14 @@ def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, ml
     assert df.join(ds_buys, on=["user_id", "item_id"]).height == 0
     assert df["sources"].list.len().min() >= 1 and df["top_contributions"].list.len().min() == 3
     assert json.loads((out / "_job.json").read_text())["ranker_version"] == "stylerec-ranker/1"
+    # served with the new-item boost it was registered with
+    from mlflow.tracking import MlflowClient
+
+    from data.validate import load_dataset
+    from pipelines.ranker_store import load_ranker
+
+    tag = float(MlflowClient(mlflow_store).get_model_version("stylerec-ranker", "1").tags["new_item_boost"])
+    assert load_ranker(load_dataset(root), "models:/stylerec-ranker/1").recommender.fit.new_item_boost == tag
     # the unranked job refuses the ranked job's folder
     result = runner.invoke(cli, [*wd, "candidates", str(root), "--k", "10", "--out", str(out)])
     assert result.exit_code != 0 and "different job" in result.output

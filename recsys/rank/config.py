@@ -39,6 +39,9 @@ class RankConfig:
     # training windows before the test cutoff: features at each window's start, labels = its events
     windows: int = 5
     window_days: float = 7.0
+    # the two-tower the training windows see: one trained (as the served one was) on the events
+    # before the first window; false: the served one, which has seen the windows' labels
+    window_two_tower: bool = True
     negatives_per_user: int = 50
     # LightGBM
     label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)  # NDCG gain of label none / click / cart / purchase (LightGBM's 2^label - 1)

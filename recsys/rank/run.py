@@ -11,6 +11,7 @@ import polars as pl
 
 from data.validate import ValidatedDataset
 from recsys.baselines import ImplicitMF
+from recsys.config import RunConfig, load_run_config
 from recsys.evaluate import EvalConfig, GroundTruthStyle, Recommender, evaluate
 from recsys.features import FeatureSet
 from recsys.features.items import item_prices
@@ -35,6 +36,7 @@ class RankingResult:
     recall: dict[str, dict[str, float]]  # "purchases" / "truth" -> source (and "all") -> share
     test: dict[str, dict]  # model -> evaluate()'s slices
     variants: dict[str, RankerFit] = field(default_factory=dict)  # ablation -> its fit
+    window_two_tower: bool = False  # whether the windows saw their own two-tower (trained before them)
 
 
 def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, dict[str, float]]:
@@ -49,7 +51,10 @@ def cutoff_retrieval_recall(gen: CandidateGenerator, cutoff: int) -> dict[str, d
 
 
 # variants of the ranker trained beside it (``run_ranking(..., ablations=...)``)
-ABLATIONS = ("two-tower + ranker", "ranker without style features", "ranker without the two-tower", "multi-source + DCN-v2 ranker")
+ABLATIONS = (
+    "two-tower + ranker", "ranker without style features", "ranker without the two-tower", "multi-source + DCN-v2 ranker",
+    "ranker whose windows see the served two-tower", "ranker without the new-item boost",
+)
 # the row of the main ranker, by ``[rank] model``
 MAIN_NAMES = {"lightgbm": "multi-source + ranker", "dcn": "multi-source + DCN-v2 ranker"}
 
@@ -57,7 +62,9 @@ MAIN_NAMES = {"lightgbm": "multi-source + ranker", "dcn": "multi-source + DCN-v2
 def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tuple[RankConfig, Recommender | None, tuple[str, ...]]:
     """(config, two-tower, excluded features) of an ablation: the two-tower source alone;
     every style feature left out; the two-tower neither a source nor a feature; the same
-    sources and features ranked by DCN-v2 (recsys/rank/dcn.py)."""
+    sources and features ranked by DCN-v2 (recsys/rank/dcn.py); the training windows
+    seeing the served two-tower (which has seen their labels). "ranker without the new-item
+    boost" is the main ranker itself with its boost at 0 (run_ranking: nothing retrained)."""
     if name == "two-tower + ranker":
         if two_tower is None:
             raise ValueError("the 'two-tower + ranker' ablation needs the two-tower")
@@ -69,12 +76,14 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
         return replace(config, sources=rest or {"als": 100}), None, ()
     if name == "multi-source + DCN-v2 ranker":
         return replace(config, model="dcn"), two_tower, ()
+    if name == "ranker whose windows see the served two-tower":
+        return replace(config, window_two_tower=False), two_tower, ()
     raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
 
 
 def _ranked(
     ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str,
-    cutoff: int | None = None, rounds: int | None = None, window_two_tower: Recommender | None = None,
+    cutoff: int | None = None, rounds: int | None = None, window_two_tower: Recommender | None = None, new_item_boost: float = 0.0,
 ) -> RankedRecommender:
     """The ranker fitted on windows before ``cutoff`` (default: the test cutoff; ``rounds``: see
     fit_ranker), its lists shown until the end of the data (items launched after the cutoff
@@ -97,12 +106,25 @@ def _ranked(
             raise RankConfigError("deploy mode refits the LightGBM ranker; the DCN-v2 ranker is evaluated only ([rank] model = \"lightgbm\")")
         fit = fit_dcn_ranker(window_gen, window_ctx, fit_cutoff, exclude)
     else:
-        fit = fit_ranker(window_gen, window_ctx, fit_cutoff, exclude, rounds)
+        fit = fit_ranker(window_gen, window_ctx, fit_cutoff, exclude, rounds, new_item_boost)
     return RankedRecommender(gen, ctx, fit, name, until=int(fs.ev_ts.max()) + 1)
 
 
 def _step(config: RankConfig) -> str:
     return "epoch" if config.model == "dcn" else "round"
+
+
+def windows_two_tower(
+    ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, run_config: RunConfig | None, cutoff: int, echo: Callable[[str], None]
+) -> Recommender | None:
+    """The two-tower the training windows before ``cutoff`` see (recsys/rank/window_two_tower.py),
+    trained with ``run_config`` (the served model's; default: the default config); None
+    without a two-tower or with ``[rank] window_two_tower = false`` (the windows see the served one)."""
+    if two_tower is None or not config.window_two_tower:
+        return None
+    from recsys.rank.window_two_tower import train_window_two_tower
+
+    return train_window_two_tower(ds, fs, config, run_config or load_run_config(None, {"train": {"seed": config.seed}}), cutoff, echo)
 
 
 def run_ranking(
@@ -114,16 +136,19 @@ def run_ranking(
     compare: bool = True,
     ablations: tuple[str, ...] = (),
     echo: Callable[[str], None] = lambda _: None,
+    run_config: RunConfig | None = None,
 ) -> RankingResult:
     """Fit the ranker on windows before the test cutoff and evaluate it (with ALS and the
     two-tower beside it when ``compare``, and the ``ablations``). ``two_tower`` is needed when a source or feature
-    uses it (``recsys.train.TwoTowerRecommender``). The main ranker is ``config.model``'s; an
-    ablation that is the main ranker itself is not trained twice."""
+    uses it (``recsys.train.TwoTowerRecommender``); ``run_config``: how it was trained (the
+    windows see one trained so before them: :func:`windows_two_tower`). The main ranker is
+    ``config.model``'s; an ablation that is the main ranker itself is not trained twice."""
     cutoff = fs.time_of("test")
+    window_tt = windows_two_tower(ds, fs, config, two_tower, run_config, cutoff, echo)
     echo(f"training the {config.model} ranker on {config.windows} windows of {config.window_days:g} days before the test cutoff")
-    recommender = _ranked(ds, fs, config, two_tower, (), MAIN_NAMES[config.model])
+    recommender = _ranked(ds, fs, config, two_tower, (), MAIN_NAMES[config.model], window_two_tower=window_tt)
     fit = recommender.fit
-    echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best {_step(config)} {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}")
+    echo(f"  {fit.train_rows} training rows, {fit.val_rows} validation rows; best {_step(config)} {fit.best_iteration}, validation NDCG@10 {fit.val_ndcg_10:.4f}; new-item boost {fit.new_item_boost:.4f}")
     recall = cutoff_retrieval_recall(recommender.gen, cutoff)
     test = {recommender.name: evaluate(recommender, fs, EVAL, truth_style)}
     if compare:
@@ -134,21 +159,30 @@ def run_ranking(
     for name in ablations:
         if name == recommender.name:
             continue
+        if name == "ranker without the new-item boost":
+            test[name] = evaluate(RankedRecommender(recommender.gen, recommender.ctx, replace(fit, new_item_boost=0.0), name, recommender.until), fs, EVAL, truth_style)
+            continue
         variant_config, variant_two_tower, exclude = ablation(name, config, two_tower)
-        variant = _ranked(ds, fs, variant_config, variant_two_tower, exclude, name)
+        variant_window_tt = window_tt if variant_config.window_two_tower else None
+        variant = _ranked(ds, fs, variant_config, variant_two_tower, exclude, name, window_two_tower=variant_window_tt)
         echo(f"  {name}: best {_step(variant_config)} {variant.fit.best_iteration}, validation NDCG@10 {variant.fit.val_ndcg_10:.4f}")
         test[name] = evaluate(variant, fs, EVAL, truth_style)
         variants[name] = variant.fit
-    return RankingResult(fit, recommender, recall, test, variants)
+    return RankingResult(fit, recommender, recall, test, variants, window_tt is not None)
 
 
-def deploy_ranking(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, rounds: int, two_tower: Recommender | None = None, echo: Callable[[str], None] = lambda _: None) -> RankedRecommender:
+def deploy_ranking(
+    ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, rounds: int, two_tower: Recommender | None = None, echo: Callable[[str], None] = lambda _: None,
+    new_item_boost: float = 0.0, run_config: RunConfig | None = None,
+) -> RankedRecommender:
     """Deploy mode: the ranker fitted on the windows that end at the end of the data (query
     time: just after the last event), every window training, for exactly ``rounds`` trees
-    (an evaluated run's best iteration); nothing is held out, so nothing is scored."""
+    with ``new_item_boost`` (an evaluated run's); nothing is held out, so nothing is scored.
+    The windows see a two-tower trained before the first of them, as in the evaluated run."""
     end = int(fs.ev_ts.max()) + 1
+    window_tt = windows_two_tower(ds, fs, config, two_tower, run_config, end, echo)
     echo(f"deploy mode: training the ranker on {config.windows} windows of {config.window_days:g} days ending at the end of the data, {rounds} rounds, no validation window")
-    recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker", cutoff=end, rounds=rounds)
+    recommender = _ranked(ds, fs, config, two_tower, (), "multi-source + ranker", cutoff=end, rounds=rounds, window_two_tower=window_tt, new_item_boost=new_item_boost)
     echo(f"  {recommender.fit.train_rows} training rows")
     return recommender
 

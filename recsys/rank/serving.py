@@ -18,8 +18,8 @@ import polars as pl
 from data.validate import ValidatedDataset
 from recsys.features import FeatureSet
 from recsys.rank.config import RankConfig
-from recsys.rank.features import FeatureContext, pair_features
-from recsys.rank.ranker import RankedRecommender, RankerFit
+from recsys.rank.features import ITEM_EVENTS, FeatureContext, pair_features
+from recsys.rank.ranker import NEW_ITEM_BOOST, RankedRecommender, RankerFit
 from recsys.rank.run import catalogue_prices
 from recsys.rank.sources import CandidateGenerator
 from recsys.serving import CandidateJob, LoadedModel, write_parts
@@ -52,14 +52,17 @@ class ServedRanker:
         return self.recommender.gen.config
 
 
-def served_ranker(ds: ValidatedDataset, config: RankConfig, booster, features: list[str], two_tower: LoadedModel, version: str, name: str = "multi-source + ranker") -> ServedRanker:
+def served_ranker(
+    ds: ValidatedDataset, config: RankConfig, booster, features: list[str], two_tower: LoadedModel, version: str, name: str = "multi-source + ranker", new_item_boost: float = 0.0,
+) -> ServedRanker:
     """The candidate generator, feature context and ranked recommender of a trained ``booster``
-    (LightGBM) over ``features`` (its feature names, in its column order), as training built them."""
+    (LightGBM) over ``features`` (its feature names, in its column order) and its new-item
+    boost, as training built them."""
     fs = two_tower.fs
     gen = CandidateGenerator(fs, config, two_tower.recommender)
     ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower.recommender, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
     n_trees = int(booster.current_iteration())
-    fit = RankerFit(booster, list(features), n_trees, math.nan, [], 0, 0)
+    fit = RankerFit(booster, list(features), n_trees, math.nan, [], 0, 0, new_item_boost=new_item_boost)
     return ServedRanker(RankedRecommender(gen, ctx, fit, name), two_tower, version)
 
 
@@ -120,9 +123,13 @@ def ranked_part(served: ServedRanker, users: np.ndarray, job: CandidateJob, excl
         "sources",
     )
     if job.explain:
+        rows = top["_row"].to_numpy()
         x = frame.select(rec.fit.features).to_numpy().astype(np.float32)
-        contrib = rec.fit.model.predict(x[top["_row"].to_numpy()], pred_contrib=True)
-        out = out.with_columns(pl.Series("top_contributions", top_contributions(contrib, rec.fit.features), dtype=CONTRIBUTION_TYPE))
+        contrib = rec.fit.model.predict(x[rows], pred_contrib=True)
+        # the new-item boost is part of the score: one more "feature" (before the bias column)
+        boost = rec.fit.new_item_boost * (frame[ITEM_EVENTS].to_numpy()[rows] == 0)
+        contrib = np.insert(contrib, contrib.shape[1] - 1, boost, axis=1)
+        out = out.with_columns(pl.Series("top_contributions", top_contributions(contrib, [*rec.fit.features, NEW_ITEM_BOOST]), dtype=CONTRIBUTION_TYPE))
     return out
 
 
