@@ -91,6 +91,7 @@ class TwoTowerRecommender:
     def __init__(self, model: TwoTower, fs: FeatureSet, name: str = "two-tower"):
         self.model, self.fs, self.name = model, fs, name
         self._items: torch.Tensor | None = None
+        self._users: tuple[int, bytes, torch.Tensor] | None = None  # the last user_matrix: (time, users, vectors)
 
     def item_matrix(self) -> torch.Tensor:
         if self._items is None:
@@ -101,9 +102,16 @@ class TwoTowerRecommender:
         return self._items
 
     def user_matrix(self, users: np.ndarray, time: int) -> torch.Tensor:
-        self.model.eval()
-        with torch.no_grad():
-            return self.model.user_embeddings(user_batch_tensors(self.fs.user_batch(users, np.full(len(users), time))))
+        """The users' vectors at ``time``; the last call's are kept (a copy returned): the ranking
+        stage asks for the same users twice per batch, for the two-tower source and its feature.
+        Like the item matrix, they assume the model no longer trains."""
+        users = np.asarray(users, np.int64)
+        key = (int(time), users.tobytes())
+        if self._users is None or self._users[:2] != key:
+            self.model.eval()
+            with torch.no_grad():
+                self._users = (*key, self.model.user_embeddings(user_batch_tensors(self.fs.user_batch(users, np.full(len(users), time)))))
+        return self._users[2].clone()
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         return (self.user_matrix(users, time) @ self.item_matrix().T).numpy()

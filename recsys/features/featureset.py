@@ -5,7 +5,7 @@ interactions)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,6 +43,8 @@ class FeatureSet:
     style_dim: int
     fingerprint: str
     encoders: ItemEncoders
+    # the last history profile per vectors array: id -> (vectors, (time, users), profile)
+    _profiles: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
@@ -91,7 +93,14 @@ class FeatureSet:
         return events.user_batch(self, users, times)
 
     def history_profile(self, users: np.ndarray, time: int, vectors: np.ndarray) -> np.ndarray:
-        return events.history_profile(self, users, time, vectors)
+        """:func:`events.history_profile`, the last one per ``vectors`` kept (a copy returned): the
+        ranking stage asks for one batch's style and text profiles several times."""
+        users = np.asarray(users, np.int64)
+        key = (int(time), users.tobytes())
+        last = self._profiles.get(id(vectors))
+        if last is None or last[0] is not vectors or last[1] != key:
+            last = self._profiles[id(vectors)] = (vectors, key, events.history_profile(self, users, time, vectors))
+        return last[2].copy()
 
     def training_examples(self, folds: str | tuple[str, ...] = "train") -> Examples:
         return events.training_examples(self, folds)

@@ -206,7 +206,7 @@ def pop_views_30d(fs: FeatureSet, time: int) -> np.ndarray:
 
 def _user_item_counts(fs: FeatureSet, union: pl.DataFrame, time: int) -> pl.DataFrame:
     """Views and carts of each candidate pair before ``time`` (0 once the user bought it)."""
-    sel = (fs.ev_ts < time) & np.isin(fs.ev_user, union["u"].unique().to_numpy())
+    _, sel = recent_events(fs, union["u"].unique().to_numpy(), time, None)  # the pairs' users' events only, not a scan of the log
     ev = pl.DataFrame({"u": fs.ev_user[sel], "i": fs.ev_item[sel], "e": fs.ev_event[sel]})
     counts = ev.group_by(["u", "i"]).agg(
         (pl.col("e") == EVENT_CODES["view"]).sum().alias("views"),

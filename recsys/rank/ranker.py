@@ -20,7 +20,7 @@ import polars as pl
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.rank.config import RankConfig
 from recsys.rank.features import ITEM_EVENTS, FeatureContext, feature_names, pair_features
-from recsys.rank.sources import CandidateGenerator
+from recsys.rank.sources import CandidateGenerator, pairs_top_n
 
 LABEL_EVENTS = ("click", "cart", "purchase")
 
@@ -260,13 +260,5 @@ def union_top_k(users: np.ndarray, u: np.ndarray, i: np.ndarray, score: np.ndarr
     """The ``k`` best-scored items of each user among the pairs (``u``, ``i``, ``score``):
     (items (len(users), k), scores), best first (ties: lower item first), -1 / NaN padded."""
     uniq, inverse = np.unique(np.asarray(users, np.int64), return_inverse=True)
-    group = np.searchsorted(uniq, u)
-    order = np.lexsort((i, -score, group))
-    group, i, score = group[order], np.asarray(i)[order], np.asarray(score)[order]
-    rank = np.arange(len(group)) - np.searchsorted(group, group, side="left")
-    keep = rank < k
-    items = np.full((len(uniq), k), -1, np.int64)
-    scores = np.full((len(uniq), k), np.nan, np.float32)
-    items[group[keep], rank[keep]] = i[keep]
-    scores[group[keep], rank[keep]] = score[keep]
+    items, scores = pairs_top_n(np.searchsorted(uniq, u), i, score, len(uniq), k)
     return items[inverse], scores[inverse]

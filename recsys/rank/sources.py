@@ -61,6 +61,52 @@ def seen_pairs(fs: FeatureSet, users: np.ndarray, time: int) -> tuple[np.ndarray
     return row, fs.ev_item[pos]
 
 
+TABLE_SPAN = 1 << 27  # in_keys looks keys up in a table (bytes) when the sorted keys span at most this
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique`` of integer keys by a sort (numpy 2's default hashes them first: several
+    times slower on the ~10^5 keys of a batch)."""
+    keys = np.sort(keys)
+    return keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
+
+
+def in_keys(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``np.isin(keys, table)`` for sorted unique integer ``table``: by a lookup table over its
+    span when that is small (a batch's keys: ~10x faster than numpy's default, a sort)."""
+    if not len(table) or not keys.size:
+        return np.zeros(keys.shape, bool)
+    return np.isin(keys, table, kind="table" if int(table[-1]) - int(table[0]) <= TABLE_SPAN else "sort")
+
+
+def seen_keys(fs: FeatureSet, users: np.ndarray, time: int) -> tuple[np.ndarray, int]:
+    """Sorted unique keys (query row * n_items + item) of the items each user interacted with
+    before ``time``, and the most of them any user of the batch has: what a top-N taken
+    from a list the seen items are still in over-fetches by."""
+    row, item = seen_pairs(fs, users, time)
+    keys = sorted_unique(row * fs.items.n + item)
+    return keys, int(np.bincount(keys // fs.items.n, minlength=len(users)).max(initial=0))
+
+
+def is_seen(items: np.ndarray, keys: np.ndarray, n_items: int) -> np.ndarray:
+    """Which entries of ``items`` (U, m), row r for query row r, are among the seen ``keys``."""
+    return in_keys(np.arange(len(items))[:, None] * n_items + items, keys)
+
+
+def pairs_top_n(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` best-scored items of each row among the pairs (``rows``, ``items``, ``scores``):
+    (items (n_rows, n), scores), best first (ties: lower item first), -1 / NaN padded."""
+    order = np.lexsort((items, -scores, rows))
+    rows, items, scores = rows[order], np.asarray(items)[order], np.asarray(scores)[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    keep = rank < n
+    top = np.full((n_rows, n), -1, np.int64)
+    top_scores = np.full((n_rows, n), np.nan, np.float32)
+    top[rows[keep], rank[keep]] = items[keep]
+    top_scores[rows[keep], rank[keep]] = scores[keep]
+    return top, top_scores
+
+
 def keep_top_n(rows: np.ndarray, scores: np.ndarray, n: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` of each row of a search result (best first) that ``drop`` (same shape)
     leaves in: (items (U, n), scores (U, n)), item -1 / score NaN where fewer are left."""
@@ -73,6 +119,42 @@ def keep_top_n(rows: np.ndarray, scores: np.ndarray, n: int, drop: np.ndarray) -
     items[r, slot[r, c]] = rows[r, c]
     top_scores[r, slot[r, c]] = scores[r, c]
     return items, top_scores
+
+
+def shared_top_n(ranked: np.ndarray, ranked_scores: np.ndarray, fs: FeatureSet, users: np.ndarray, time: int, n: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's top ``n`` of one ranking every user shares (``ranked`` items, best first,
+    only those that may be listed): its first ``n`` plus the most items a user of the batch
+    has seen, less each user's seen items. The top-N of the dense path without the
+    (U, n_items) matrix."""
+    users = np.asarray(users, np.int64)
+    seen, extra = seen_keys(fs, users, time) if exclude_seen else (np.zeros(0, np.int64), 0)
+    m = min(n + extra, len(ranked))
+    items = np.broadcast_to(ranked[:m], (len(users), m))
+    return keep_top_n(items, np.broadcast_to(ranked_scores[:m], (len(users), m)), n, is_seen(items, seen, fs.items.n))
+
+
+def ranking(scores: np.ndarray, listed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores) of the ``listed`` items with a finite score, best first (ties: lower item first)."""
+    order = np.argsort(-scores, kind="stable")
+    order = order[listed[order] & np.isfinite(scores[order])]
+    return order, scores[order].astype(np.float32)
+
+
+@dataclass
+class PopularSource(Popularity):
+    """:class:`Popularity` as a source: every user gets the same scores, so one ranking per
+    list life (``until``), filtered per user, instead of a (U, n_items) matrix per batch."""
+
+    def fit(self, fs: FeatureSet, before: int) -> PopularSource:
+        super().fit(fs, before)
+        self.fs, self._ranked = fs, {}
+        return self
+
+    def top_n(self, users: np.ndarray, time: int, n: int, exclude_seen: bool = True, until: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        bound = on_sale_before(time, until)
+        if bound not in self._ranked:
+            self._ranked = {bound: ranking(self._scores, self.fs.items.created_s < bound)}
+        return shared_top_n(*self._ranked[bound], self.fs, users, time, n, exclude_seen)
 
 
 class TwoTowerSource:
@@ -123,18 +205,12 @@ class TwoTowerSource:
         self._build(bound, int(time))
         if self.index is None or not len(users):
             return np.full((len(users), n), -1, np.int64), np.full((len(users), n), np.nan, np.float32)
-        seen = np.zeros(0, np.int64)
-        extra = 0
-        if exclude_seen:
-            row, item = seen_pairs(fs, users, time)
-            seen = np.unique(row * n_items + item)
-            extra = int(np.bincount(seen // n_items, minlength=len(users)).max(initial=0))
+        seen, extra = seen_keys(fs, users, time) if exclude_seen else (np.zeros(0, np.int64), 0)
         queries = self.recommender.user_matrix(users, time).numpy()
         scores, found = self.index.search(queries, n + extra)
         items = np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
         drop = (found < 0) | ~np.isfinite(scores) | ~(fs.items.created_s[np.maximum(items, 0)] < bound)
-        if len(seen):
-            drop |= np.isin(np.arange(len(users))[:, None] * n_items + items, seen)
+        drop |= is_seen(items, seen, n_items)
         return keep_top_n(items, scores, n, drop)
 
 
@@ -188,11 +264,41 @@ class PopularInCategory:
     def fit(self, fs: FeatureSet, before: int) -> PopularInCategory:
         self.fs = fs
         self.pop = Popularity(window_days=self.window_days).fit(fs, before)._scores
+        self._ranked: tuple | None = None  # (list bound, listed items by category then popularity, per-category counts)
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         share = category_share(self.fs, users, time)[:, self.fs.items.category]
         return np.where(share > 0, share * (1.0 + self.pop[None, :]), -np.inf).astype(np.float32)
+
+    def top_n(self, users: np.ndarray, time: int, n: int, exclude_seen: bool = True, until: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Within a category every user orders the items alike (by popularity): each of the
+        user's categories gives its first ``n`` plus the user's seen items there, and the
+        best ``n`` of those are the user's top-N, without a (U, n_items) matrix."""
+        fs, users = self.fs, np.asarray(users, np.int64)
+        bound = on_sale_before(time, until)
+        if self._ranked is None or self._ranked[0] != bound:  # listed items by category, then popularity
+            listed = np.flatnonzero(fs.items.created_s < bound)
+            order = listed[np.lexsort((listed, -self.pop[listed], fs.items.category[listed]))]
+            self._ranked = (bound, order, np.bincount(fs.items.category[order], minlength=len(fs.items.categories) + 1))
+        _, ranked, count = self._ranked
+        start = np.cumsum(count) - count
+        share = category_share(fs, users, time)
+        n_cat = share.shape[1]
+        row, cat = np.nonzero(share > 0)
+        seen = np.zeros(0, np.int64)
+        take = np.full(len(row), n, np.int64)
+        if exclude_seen:
+            seen, _ = seen_keys(fs, users, time)
+            per_cat = np.bincount((seen // fs.items.n) * n_cat + fs.items.category[seen % fs.items.n], minlength=len(users) * n_cat)
+            take += per_cat[row * n_cat + cat]
+        take = np.minimum(take, count[cat])
+        pair = np.repeat(np.arange(len(row)), take)
+        item = ranked[start[cat][pair] + np.arange(len(pair)) - np.repeat(np.cumsum(take) - take, take)]
+        row = row[pair]
+        score = (share[row, cat[pair]] * (1.0 + self.pop)[item]).astype(np.float32)  # as scores() computes it
+        keep = ~in_keys(row * fs.items.n + item, seen)
+        return pairs_top_n(row[keep], item[keep], score[keep], len(users), n)
 
 
 @dataclass
@@ -206,15 +312,28 @@ class NewArrivals:
         self.fs = fs
         return self
 
+    def _new(self, time: int) -> np.ndarray:
+        return np.flatnonzero(self.fs.items.created_s >= time - self.days * DAY)
+
+    def _similarities(self, users: np.ndarray, time: int, new: np.ndarray) -> np.ndarray:
+        """(U, len(new)): the new arrivals' similarity to each user's style profile."""
+        items = self.fs.items
+        vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
+        return self.fs.history_profile(users, time, vectors) @ vectors[new].T
+
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        created = self.fs.items.created_s
-        new = np.flatnonzero(created >= time - self.days * DAY)  # source_candidates drops those not yet on sale
+        new = self._new(time)  # source_candidates drops those not yet on sale
         out = np.full((len(users), self.fs.items.n), -np.inf, np.float32)
         if len(new):  # only the new arrivals' similarities
-            items = self.fs.items
-            vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
-            out[:, new] = self.fs.history_profile(users, time, vectors) @ vectors[new].T
+            out[:, new] = self._similarities(users, time, new)
         return out
+
+    def top_n(self, users: np.ndarray, time: int, n: int, exclude_seen: bool = True, until: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Only the new arrivals' columns (a few hundred), not a (U, n_items) matrix of -inf."""
+        new = self._new(time)
+        listed = self.fs.items.created_s[new] < on_sale_before(time, until)
+        scores = self._similarities(users, time, new)[:, listed] if len(new) else np.zeros((len(users), 0), np.float32)  # the product of scores()
+        return columns_top_n(scores, new[listed], self.fs, users, time, n, exclude_seen)
 
 
 STYLE_SOURCES = ("style_knn",)  # sources that need the items' style vectors
@@ -231,7 +350,7 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
         "item_cf": lambda: ItemCF(config.item_cf_recent),
         "style_knn": lambda: ContentKNN("style", name="style-knn"),
         "text_knn": lambda: ContentKNN("text", name="text-knn"),
-        "popular": lambda: Popularity(window_days=config.popular_days, name="popular"),
+        "popular": lambda: PopularSource(window_days=config.popular_days, name="popular"),
         "popular_in_category": lambda: PopularInCategory(config.popular_days),
         "new_arrivals": lambda: NewArrivals(config.new_arrival_days),
     }
@@ -247,12 +366,25 @@ def source_candidates(source, fs: FeatureSet, users: np.ndarray, time: int, n: i
         return source.top_n(users, time, n, exclude_seen, until)
     scores = np.array(source.scores(users, time), np.float32)  # a copy: a source may return a view
     scores[:, ~(fs.items.created_s < on_sale_before(time, until))] = -np.inf
+    return columns_top_n(scores, np.arange(fs.items.n), fs, users, time, n, exclude_seen)
+
+
+def columns_top_n(scores: np.ndarray, columns: np.ndarray, fs: FeatureSet, users: np.ndarray, time: int, n: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(items (U, n), scores (U, n)) of the best of ``scores`` (U, len(columns)), float32, the
+    scores of the catalogue rows ``columns``, less each user's seen items (``exclude_seen``)
+    and non-finite scores; -1 / NaN where fewer. Overwrites ``scores``."""
     if exclude_seen:
-        scores[seen_pairs(fs, users, time)] = -np.inf
+        row, item = seen_pairs(fs, users, time)
+        column = np.full(fs.items.n, -1, np.int64)
+        column[columns] = np.arange(len(columns))
+        keep = column[item] >= 0
+        scores[row[keep], column[item[keep]]] = -np.inf
     scores[np.isnan(scores)] = -np.inf
     top_scores, top = fast_top_k(scores, n)
     missing = ~np.isfinite(top_scores)
-    return np.where(missing, -1, top), np.where(missing, np.nan, top_scores).astype(np.float32)
+    items, top_scores = np.where(missing, -1, columns[top]), np.where(missing, np.nan, top_scores).astype(np.float32)
+    pad = n - items.shape[1]  # fewer columns than n
+    return np.pad(items, ((0, 0), (0, pad)), constant_values=-1), np.pad(top_scores, ((0, 0), (0, pad)), constant_values=np.nan)
 
 
 def candidate_union(users: np.ndarray, per_source: dict[str, tuple[np.ndarray, np.ndarray]]) -> pl.DataFrame:
@@ -271,7 +403,7 @@ def candidate_union(users: np.ndarray, per_source: dict[str, tuple[np.ndarray, n
         keep = items.ravel() >= 0
         keys = np.repeat(users, n)[keep] * span + items.ravel()[keep].astype(np.int64)
         keyed[name] = (keys, scores.ravel()[keep].astype(np.float32), np.tile(np.arange(1, n + 1, dtype=np.float32), len(users))[keep])
-    union = np.unique(np.concatenate([k for k, _, _ in keyed.values()]))
+    union = sorted_unique(np.concatenate([k for k, _, _ in keyed.values()]))
     columns: dict[str, pl.Series] = {"u": pl.Series("u", union // span, pl.Int64), "i": pl.Series("i", union % span, pl.Int64)}
     for name, (keys, scores, ranks) in keyed.items():
         pos = np.searchsorted(union, keys)

@@ -1,0 +1,102 @@
+"""The ranking stage's fast paths against straightforward dense references on the tiny
+preset: each source's top-N (shared rankings, sparse sources, column subsets), the
+two-tower user vectors re-used between the sources and the features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsys.features import DAY
+from recsys.rank.config import RankConfig
+from recsys.rank.sources import CandidateGenerator, on_sale_before, pairs_top_n, seen_pairs, source_candidates
+
+ALL_SOURCES = {"als": 30, "item_cf": 30, "style_knn": 20, "text_knn": 20, "popular": 20, "popular_in_category": 20, "new_arrivals": 10}
+CONFIG = RankConfig(sources=ALL_SOURCES, als_factors=8, als_iterations=3)
+
+
+def dense_reference(source, fs, users, time: int, exclude_seen: bool, until: int | None) -> np.ndarray:
+    """What the stage first took each top-N from: the source's dense (U, n_items) scores with
+    -inf for every item that may not be listed (not on sale, seen, NaN)."""
+    scores = np.array(source.scores(users, time), np.float32)
+    scores[:, ~(fs.items.created_s < on_sale_before(time, until))] = -np.inf
+    if exclude_seen:
+        scores[seen_pairs(fs, users, time)] = -np.inf
+    scores[np.isnan(scores)] = -np.inf
+    return scores
+
+
+def assert_a_top_n_of(items: np.ndarray, top: np.ndarray, dense: np.ndarray, n: int, name: str) -> None:
+    """``items`` / ``top`` are a top-``n`` of the masked ``dense`` scores, up to float ties:
+    the same number found, scores as the dense ones best first, every item a listed one with
+    its dense score, and every item clearly above the n-th score present."""
+    assert items.shape == top.shape == (len(dense), n), name
+    ref = -np.sort(-dense, axis=1)[:, :n]
+    found = np.isfinite(ref)
+    np.testing.assert_array_equal(items >= 0, found, err_msg=name)
+    np.testing.assert_allclose(top[found], ref[found], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert np.isnan(top[~found]).all(), name
+    own = np.take_along_axis(dense, np.maximum(items, 0), axis=1)
+    np.testing.assert_allclose(own[found], top[found], rtol=1e-5, atol=1e-6, err_msg=name)
+    for r in range(len(dense)):
+        assert len(set(items[r][found[r]])) == found[r].sum(), (name, r)  # no item twice
+        if found[r].any():
+            last = ref[r][found[r]][-1]
+            clear = np.flatnonzero(dense[r] > last + 1e-5 * abs(last) + 1e-6)
+            assert set(clear) <= set(items[r]), (name, r)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_features):
+    return CandidateGenerator(tiny_features, CONFIG)
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_every_source_gives_the_dense_top_n(tiny_features, generator, exclude_seen):
+    fs = tiny_features
+    users = np.concatenate([np.arange(fs.n_users)[::-1], [0, 0, 7]])  # any order, repeats
+    cutoff = fs.time_of("test")
+    for time, until in ((cutoff, None), (cutoff - 7 * DAY, None), (cutoff - 7 * DAY, cutoff), (int(fs.ev_ts.min()), None)):
+        generator.at(time)
+        for name, source in generator.sources.items():
+            for n in (CONFIG.sources[name], 3):
+                items, top = source_candidates(source, fs, users, time, n, exclude_seen, until)
+                dense = dense_reference(source, fs, users, time, exclude_seen, until)
+                assert_a_top_n_of(items, top, dense, n, f"{name} at {time} until {until} n={n}")
+
+
+def test_pairs_top_n_by_hand():
+    rows = np.array([1, 0, 1, 1, 0, 1])
+    items = np.array([4, 2, 3, 5, 1, 6])
+    scores = np.array([0.5, 1.0, 0.9, 0.5, 2.0, 0.1], np.float32)
+    top, best = pairs_top_n(rows, items, scores, 3, 3)
+    np.testing.assert_array_equal(top, [[1, 2, -1], [3, 4, 5], [-1, -1, -1]])  # ties: lower item first
+    np.testing.assert_array_equal(best[1], np.array([0.9, 0.5, 0.5], np.float32))
+    assert np.isnan(best[0, 2]) and np.isnan(best[2]).all()
+
+
+def test_user_vectors_and_profiles_are_kept_for_the_last_batch_only(tiny_features):
+    from recsys.features import events
+    import torch
+
+    from recsys.model import TwoTowerConfig, user_batch_tensors
+    from recsys.train import TwoTowerRecommender, build_model
+
+    fs = tiny_features
+    recommender = TwoTowerRecommender(build_model(fs, TwoTowerConfig(), seed=0), fs)
+    users, time = np.arange(0, fs.n_users, 2), fs.time_of("test")
+    first = recommender.user_matrix(users, time)
+    first.zero_()  # a copy: the kept vectors stay as they were
+    again = recommender.user_matrix(users, time)
+    assert again.abs().sum() > 0
+    with torch.no_grad():
+        fresh = recommender.model.user_embeddings(user_batch_tensors(fs.user_batch(users, np.full(len(users), time))))
+    np.testing.assert_array_equal(again.numpy(), fresh.numpy())
+    for other_users, other_time in ((users[::-1], time), (users, time - 7 * DAY)):
+        assert not np.array_equal(recommender.user_matrix(other_users, other_time).numpy(), again.numpy())
+    for vectors in (fs.items.style, fs.items.text):
+        for t in (time, time - 7 * DAY):
+            kept = fs.history_profile(users, t, vectors)
+            np.testing.assert_array_equal(kept, events.history_profile(fs, users, t, vectors))
+            kept[:] = 0
+            np.testing.assert_array_equal(fs.history_profile(users, t, vectors), events.history_profile(fs, users, t, vectors))
