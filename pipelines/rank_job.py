@@ -15,6 +15,7 @@ from data.validate import ValidatedDataset
 from pipelines import tracking
 from pipelines.common import load_ds
 from pipelines.ranker_store import CONFIG_ARTIFACT
+from recsys.config import ConfigError
 from recsys.evaluate import load_ground_truth
 from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
 from recsys.rank.ranker import NEW_ITEM_BOOST, RankerError
@@ -122,7 +123,7 @@ def train_ranker(
                     mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version, config.sha256(), result.fit.new_item_boost
                 )
                 mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
-    except (DatasetError, RankerError, RankConfigError) as exc:
+    except (DatasetError, RankerError, RankConfigError, ConfigError) as exc:  # ConfigError: the two-tower's saved config
         raise click.ClickException(str(exc)) from exc
     return RankOutcome(result, run.info.run_id, uri, lm.version, version, promoted)
 
@@ -239,7 +240,7 @@ def rank_deploy(ds, dataset_arg: str, config: RankConfig, register: bool) -> Non
                     "from_run": source.info.run_id, "rounds": rounds, "config_sha256": config_sha, NEW_ITEM_BOOST: repr(float(boost)),
                 })
                 mlflow.set_tags({"registered_version": version, tracking.PRODUCTION: "True"})
-    except (DatasetError, RankerError, RankConfigError) as exc:
+    except (DatasetError, RankerError, RankConfigError, ConfigError) as exc:  # ConfigError: the two-tower's saved config
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{rounds} rounds: the best iteration of evaluated ranking run {source.info.run_id}; two-tower {lm.version}")
     click.echo("a deploy run has no held-out window: no validation or test metrics (the evaluated run's metrics are its estimate)")
