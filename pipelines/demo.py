@@ -121,7 +121,7 @@ def ranker_or_reuse(ds: ValidatedDataset, rank_config: RankConfig, model_uri: st
             version, run = str(trained.version), trained.run_id
             click.echo(format_recall(trained.result.recall))
             click.echo(format_test(trained.result.test))
-            click.echo(f"registered {tracking.RANKER_NAME} version {version}; champion {'moved to it' if trained.promoted else 'unchanged'}")
+            click.echo(trained.registered_line)
     return f"models:/{tracking.RANKER_NAME}/{version}", run
 
 

@@ -36,29 +36,63 @@ def _two_tower(ds, model_uri: str):
         raise click.ClickException(f"no two-tower model at {model_uri} ({str(exc).splitlines()[0][:200]}); run `stylerec train` on this dataset first") from exc
 
 
+VALIDATION_TAG = "validation"  # how the version's validation NDCG@10 was measured: only equal ones compare
+HONEST_VALIDATION = "windows see a two-tower trained before them"
+LEAKY_VALIDATION = "windows see the served two-tower"
+
+
+def validation_protocol(window_two_tower: bool) -> str:
+    """The ``validation`` tag of a ranker whose training windows saw (``window_two_tower``) a
+    two-tower trained before them, or the served one; the latter has seen the windows'
+    labels, which inflates validation NDCG@10 (recsys/rank/window_two_tower.py)."""
+    return HONEST_VALIDATION if window_two_tower else LEAKY_VALIDATION
+
+
+@dataclass
+class Promotion:
+    version: str
+    promoted: bool
+    reason: str = ""  # why, when the rule was not "a better validation NDCG@10"
+
+
+def promotion(val_ndcg: float, protocol: str, champion_ndcg: float | None, champion_protocol: str | None) -> tuple[bool, str]:
+    """Whether a new ranker takes ``champion``, and why when it is not a plain comparison.
+
+    Validation NDCG@10 compares only between rankers validated the same way: a NaN score
+    never wins; any real score beats a missing champion or one without a score; against a
+    champion validated otherwise (or before versions were tagged with how), an honestly
+    validated ranker takes the alias and a leaky one does not."""
+    if champion_protocol == protocol or not tracking.is_better(champion_ndcg, None) or not tracking.is_better(val_ndcg, None):
+        return tracking.is_better(val_ndcg, champion_ndcg), ""  # comparable, or one of the two has no score
+    how = f"validated with {champion_protocol}" if champion_protocol else "from before versions recorded how they were validated"
+    return protocol == HONEST_VALIDATION, f"the champion is {how}: its validation NDCG@10 ({champion_ndcg:.4f}) does not compare with this one's"
+
+
 def _register(
-    client, model_uri: str, run_id: str, val_ndcg: float, fingerprint: str, two_tower_version: str, config_sha256: str = "", new_item_boost: float = 0.0
-) -> tuple[str, bool]:
-    """Register the ranker; move ``champion`` to it only on a better validation NDCG@10."""
+    client, model_uri: str, run_id: str, val_ndcg: float, fingerprint: str, two_tower_version: str, config_sha256: str = "", new_item_boost: float = 0.0,
+    window_two_tower: bool = True,
+) -> Promotion:
+    """Register the ranker; move ``champion`` to it by :func:`promotion`."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     version = mlflow.register_model(model_uri, RANKER_NAME)
+    protocol = validation_protocol(window_two_tower)
     tags = (
         (METRIC_TAG, f"{val_ndcg:.6f}"), ("run_id", run_id), ("dataset_fingerprint", fingerprint), ("two_tower", two_tower_version), ("config_sha256", config_sha256),
-        (NEW_ITEM_BOOST, repr(float(new_item_boost))),
+        (NEW_ITEM_BOOST, repr(float(new_item_boost))), (VALIDATION_TAG, protocol),
     )
     for key, value in tags:
         client.set_model_version_tag(RANKER_NAME, version.version, key, value)
     try:
-        current = float(client.get_model_version_by_alias(RANKER_NAME, tracking.CHAMPION).tags.get(METRIC_TAG, "nan"))
+        champion = client.get_model_version_by_alias(RANKER_NAME, tracking.CHAMPION)
+        current, current_protocol = float(champion.tags.get(METRIC_TAG, "nan")), champion.tags.get(VALIDATION_TAG)
     except MlflowException:
-        current = None
-    # a NaN score never wins, and any real score beats a champion without one
-    promoted = val_ndcg == val_ndcg and (current is None or current != current or val_ndcg > current)
+        current, current_protocol = None, None
+    promoted, reason = promotion(val_ndcg, protocol, current, current_protocol)
     if promoted:
         client.set_registered_model_alias(RANKER_NAME, tracking.CHAMPION, version.version)
-    return str(version.version), promoted
+    return Promotion(str(version.version), promoted, reason)
 
 
 def _slug(model: str) -> str:
@@ -77,6 +111,7 @@ def _log(result, ds, config, lm) -> str:
         mlflow.log_metric("val_ndcg_10", value, step=step)
     mlflow.log_metrics({"best_val_ndcg_10": fit.val_ndcg_10, "best_iteration": fit.best_iteration, "train_rows": fit.train_rows, "val_rows": fit.val_rows, NEW_ITEM_BOOST: fit.new_item_boost})
     mlflow.log_param("window_two_tower", "trained before the first window" if result.window_two_tower else "the served two-tower")
+    mlflow.log_param(VALIDATION_TAG, validation_protocol(result.window_two_tower))
     mlflow.log_metrics({f"{_slug(m)}.best_val_ndcg_10": f.val_ndcg_10 for m, f in result.variants.items() if f.val_ndcg_10 == f.val_ndcg_10})
     mlflow.log_metrics({f"retrieval_recall.{t}.{s}": v for t, by in result.recall.items() for s, v in by.items() if v == v})
     mlflow.log_metrics({f"{_slug(m)}.{sl}.{k.replace('@', '_at_')}": v for m, slices in result.test.items() for sl, vals in slices.items() for k, v in vals.items() if k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50")})
@@ -96,10 +131,17 @@ class RankOutcome:
     two_tower_version: str
     version: str | None  # the registered version (None without --register)
     promoted: bool
+    promotion_reason: str = ""  # why champion moved or not, when not by a plain comparison
 
     @property
     def model_uri(self) -> str | None:
         return f"models:/{RANKER_NAME}/{self.version}" if self.version else None
+
+    @property
+    def registered_line(self) -> str:
+        """``registered stylerec-ranker version 3; champion: moved to it`` (and why, when not by a plain comparison)."""
+        reason = f" ({self.promotion_reason})" if self.promotion_reason else ""
+        return f"registered {RANKER_NAME} version {self.version}; champion: {'moved to it' if self.promoted else 'unchanged'}{reason}"
 
 
 def train_ranker(
@@ -117,15 +159,17 @@ def train_ranker(
                 ds, lm.fs, config, lm.recommender, load_ground_truth(lm.fs, ds.dir.root), ablations=ABLATIONS if ablations else (), echo=echo, run_config=tracking.served_run_config(model_uri)
             )
             model_uri_logged = _log(result, ds, config, lm)
-            version, promoted = None, False
+            version, promoted, reason = None, False, ""
             if register:
-                version, promoted = _register(
-                    mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version, config.sha256(), result.fit.new_item_boost
+                outcome = _register(
+                    mlflow.tracking.MlflowClient(), model_uri_logged, run.info.run_id, result.fit.val_ndcg_10, ds.manifest.fingerprint, lm.version, config.sha256(),
+                    result.fit.new_item_boost, result.window_two_tower,
                 )
+                version, promoted, reason = outcome.version, outcome.promoted, outcome.reason
                 mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
     except (DatasetError, RankerError, RankConfigError, ConfigError) as exc:  # ConfigError: the two-tower's saved config
         raise click.ClickException(str(exc)) from exc
-    return RankOutcome(result, run.info.run_id, uri, lm.version, version, promoted)
+    return RankOutcome(result, run.info.run_id, uri, lm.version, version, promoted, reason)
 
 
 @click.group("rank")
@@ -168,7 +212,7 @@ def rank_train(ctx, dataset, config_path, model_uri, ablations, register, deploy
     click.echo(format_test(out.result.test))
     click.echo(f"MLflow run {out.run_id} in {out.tracking_uri}")
     if out.version:
-        click.echo(f"registered {RANKER_NAME} version {out.version}; champion: {'moved to it' if out.promoted else 'unchanged'}")
+        click.echo(out.registered_line)
     click.echo(f"UI: {tracking.ui_hint(out.tracking_uri)}")
 
 

@@ -363,6 +363,30 @@ def test_rank_train_refuses_a_bad_config(tiny_embedded, tmp_path, mlflow_store):
     assert result.exit_code != 0 and "unknown source(s) ['bert']" in result.output, result.output
 
 
+def test_champion_moves_only_between_rankers_validated_alike():
+    from pipelines.rank_job import HONEST_VALIDATION, LEAKY_VALIDATION, promotion
+
+    nan = float("nan")
+    # validated alike: the better validation NDCG@10 wins; a NaN never does
+    assert promotion(0.08, HONEST_VALIDATION, 0.07, HONEST_VALIDATION) == (True, "")
+    assert promotion(0.07, HONEST_VALIDATION, 0.08, HONEST_VALIDATION) == (False, "")
+    assert promotion(0.09, LEAKY_VALIDATION, 0.08, LEAKY_VALIDATION) == (True, "")
+    assert promotion(nan, HONEST_VALIDATION, 0.08, HONEST_VALIDATION) == (False, "")
+    assert promotion(nan, HONEST_VALIDATION, None, None) == (False, "")
+    # no champion, or one without a score: any real score takes it
+    assert promotion(0.01, LEAKY_VALIDATION, None, None) == (True, "")
+    assert promotion(0.01, HONEST_VALIDATION, nan, LEAKY_VALIDATION) == (True, "")
+    # a leak-inflated champion (tagged so, or from before the tag) does not hold the alias
+    # against an honestly validated ranker with a lower score, and says why
+    taken, why = promotion(0.07, HONEST_VALIDATION, 0.09, LEAKY_VALIDATION)
+    assert taken and "validated with windows see the served two-tower" in why and "0.0900" in why
+    taken, why = promotion(0.07, HONEST_VALIDATION, 0.09, None)
+    assert taken and "from before versions recorded how they were validated" in why
+    # while a leaky ranker never takes it from an honest one, however high its score
+    taken, why = promotion(0.5, LEAKY_VALIDATION, 0.07, HONEST_VALIDATION)
+    assert not taken and "does not compare" in why
+
+
 @pytest.mark.slow
 def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     import shutil
@@ -398,6 +422,7 @@ def test_rank_train_end_to_end(tiny_embedded, tmp_path, mlflow_store, fast_confi
     assert "training the two-tower the ranker's windows see, on the events before" in out
     assert run.data.params["window_two_tower"] == "trained before the first window"
     assert float(champion.tags["new_item_boost"]) == pytest.approx(run.data.metrics["new_item_boost"]) and run.data.metrics["new_item_boost"] >= 0
+    assert champion.tags["validation"] == run.data.params["validation"] == "windows see a two-tower trained before them"
 
     # a second run (with the ablations) that is not better on validation is registered but does not take the alias
     client.set_model_version_tag("stylerec-ranker", "1", "val_ndcg_10", "0.999")
