@@ -57,9 +57,21 @@ def test_bad_config_is_a_clear_error(tmp_path):
         load_rank_config(path)
     with pytest.raises(RankConfigError, match="two_tower_index must be one of"):
         RankConfig(two_tower_index="annoy")
+    for bad in ({"feature_fraction": 0.0}, {"bagging_fraction": 1.5}, {"lambda_l2": -1.0}, {"learning_rate": 0.0}):
+        with pytest.raises(RankConfigError, match=r"feature_fraction and bagging_fraction must be in \(0, 1\]"):
+            RankConfig(**bad)
     path.write_text("[rank]\nwindows = 4\n[rank.sources]\nals = 7\nitem_cf = 3\n")
     cfg = load_rank_config(path)
     assert cfg.windows == 4 and cfg.source_names == ("als", "item_cf")
+
+
+def test_lightgbm_params_regularise_and_seed_the_sampling():
+    from recsys.rank.ranker import lgbm_params
+
+    params = lgbm_params(RankConfig(seed=7))
+    assert params["feature_fraction"] == 0.7 and params["bagging_fraction"] == 0.8 and params["bagging_freq"] == 1 and params["lambda_l2"] == 10.0
+    assert params["seed"] == 7 and params["deterministic"] and params["min_data_in_leaf"] == 100
+    assert lgbm_params(RankConfig(bagging_fraction=1.0))["bagging_freq"] == 0  # no bagging at all
 
 
 # -- sources, union, retrieval recall --------------------------------------------------------

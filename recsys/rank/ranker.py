@@ -95,11 +95,13 @@ class RankerFit:
 
 
 def lgbm_params(config: RankConfig) -> dict:
-    """LightGBM's parameters: lambdarank, NDCG@10, deterministic on a fixed number of threads."""
+    """LightGBM's parameters: lambdarank, NDCG@10, deterministic on a fixed number of threads
+    (``seed`` also seeds the row and feature sampling)."""
     return {
         "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "label_gain": list(config.label_gain), "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
-        "min_data_in_leaf": config.min_child_samples, "seed": config.seed, "num_threads": config.num_threads, "deterministic": True,
-        "force_row_wise": True, "verbosity": -1,
+        "min_data_in_leaf": config.min_child_samples, "feature_fraction": config.feature_fraction, "bagging_fraction": config.bagging_fraction,
+        "bagging_freq": 1 if config.bagging_fraction < 1 else 0, "lambda_l2": config.lambda_l2,
+        "seed": config.seed, "num_threads": config.num_threads, "deterministic": True, "force_row_wise": True, "verbosity": -1,
     }
 
 
