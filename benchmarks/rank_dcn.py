@@ -58,7 +58,7 @@ def sweep(ds, fs, two_tower, seed: int) -> list[dict]:
     rows = []
     for change in SWEEP:
         started = time.perf_counter()
-        curve, best = validation_curve(dataclasses.replace(base, **change), frames, val, names, fs.n_users, fs.items.n)
+        curve, best, _ = validation_curve(dataclasses.replace(base, **change), frames, val, names, fs.n_users, fs.items.n)
         rows.append({"change": change or "defaults", "ndcg_10": curve[best - 1], "best_epoch": best, "curve": curve, "seconds": time.perf_counter() - started})
         print(f"  {str(change or 'defaults'):<45} validation NDCG@10 {curve[best - 1]:.4f} at epoch {best} of {len(curve)} ({rows[-1]['seconds']:.0f} s)", flush=True)
     return rows

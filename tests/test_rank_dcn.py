@@ -12,7 +12,7 @@ import torch
 from recsys.rank.config import RankConfig, RankConfigError
 from recsys.rank.dcn import DCNRanker, dense_stats, fit_dcn_ranker, group_ndcg, listwise_loss, mean_ndcg
 from recsys.rank.features import FeatureContext
-from recsys.rank.ranker import RankedRecommender
+from recsys.rank.ranker import BOOSTS, RankedRecommender
 from recsys.rank.sources import CandidateGenerator
 
 NO_TWO_TOWER = {"als": 30, "item_cf": 30, "style_knn": 20, "text_knn": 20, "popular": 20, "popular_in_category": 20, "new_arrivals": 10}
@@ -87,6 +87,9 @@ def test_dcn_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     assert 1 <= fit.best_iteration <= len(fit.val_curve) <= FAST_DCN.dcn_epochs
     assert fit.val_ndcg_10 == max(fit.val_curve) and all(0.0 <= v <= 1.0 for v in fit.val_curve)
     assert fit.val_curve == fit2.val_curve
+    # the new-item boost is fitted on the validation window as the LightGBM ranker's is
+    assert len(fit.boost_curve) == len(BOOSTS) and fit.new_item_boost >= 0 and fit.new_item_boost == fit2.new_item_boost
+    assert (fit.new_item_boost == 0) == (int(np.argmax(np.round(fit.boost_curve, 12))) == 0)  # the best boost of the curve
     users = np.arange(0, fs.n_users, 2)[::-1]  # any order
     scores = RankedRecommender(gen, ctx, fit).scores(users, cutoff)
     np.testing.assert_array_equal(scores, RankedRecommender(gen2, ctx2, fit2).scores(users, cutoff))

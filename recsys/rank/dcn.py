@@ -42,7 +42,7 @@ from torchrec.modules.crossnet import LowRankCrossNet
 from recsys.features import DAY
 from recsys.rank.config import RankConfig
 from recsys.rank.features import FeatureContext, feature_names
-from recsys.rank.ranker import RankerError, RankerFit, check_features, sample_negatives, window_frame, window_starts
+from recsys.rank.ranker import RankerError, RankerFit, boost_from_validation, check_features, sample_negatives, window_frame, window_starts
 from recsys.rank.sources import CandidateGenerator
 
 
@@ -258,21 +258,26 @@ def training_frames(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, e
     return frames, val, names
 
 
-def validation_curve(config: RankConfig, frames: list[pl.DataFrame], val: pl.DataFrame, names: list[str], n_users: int, n_items: int) -> tuple[list[float], int]:
-    """Train on ``frames[:-1]`` with early stopping on ``val``: (NDCG@10 per epoch, best epoch count)."""
+def validation_curve(config: RankConfig, frames: list[pl.DataFrame], val: pl.DataFrame, names: list[str], n_users: int, n_items: int) -> tuple[list[float], int, np.ndarray]:
+    """Train on ``frames[:-1]`` with early stopping on ``val``: (NDCG@10 per epoch, best
+    epoch count, the best epoch's scores of ``val``'s rows)."""
+    rows = _Rows.of([val], names)
     with torch_threads(config.num_threads):
-        _, curve, best = _train(config, _Rows.of(frames[:-1], names), n_users, n_items, config.dcn_epochs, _Rows.of([val], names))
-    return curve, best
+        model, curve, best = _train(config, _Rows.of(frames[:-1], names), n_users, n_items, config.dcn_epochs, rows)
+        scores = model.predict(rows.x, rows.u, rows.i)
+    return curve, best, scores
 
 
 def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
     """The DCN-v2 ranker on the LightGBM ranker's windows: train on the earlier ones,
-    validate (NDCG@10 per epoch, early stopping) on the last, refit on all for the best
-    number of epochs. ``best_iteration`` / ``val_curve`` are in epochs."""
+    validate (NDCG@10 per epoch, early stopping) on the last, fit the new-item boost there
+    (``recsys.rank.ranker.fit_new_item_boost``, on the best epoch's scores), refit on all
+    for the best number of epochs. ``best_iteration`` / ``val_curve`` are in epochs."""
     cfg, fs = gen.config, gen.fs
     frames, val, names = training_frames(gen, ctx, cutoff, exclude)
-    curve, best = validation_curve(cfg, frames, val, names, fs.n_users, fs.items.n)
+    curve, best, val_scores = validation_curve(cfg, frames, val, names, fs.n_users, fs.items.n)
+    boost, boost_curve = boost_from_validation(val, val_scores, cfg.label_gain)
     with torch_threads(cfg.num_threads):
         final, _, _ = _train(cfg, _Rows.of(frames, names), fs.n_users, fs.items.n, best)
     final.features = names
-    return RankerFit(final, names, best, curve[best - 1], curve, sum(f.height for f in frames[:-1]), val.height, {})
+    return RankerFit(final, names, best, curve[best - 1], curve, sum(f.height for f in frames[:-1]), val.height, {}, boost, boost_curve)
