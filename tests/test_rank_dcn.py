@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from recsys.rank.config import RankConfig, RankConfigError
-from recsys.rank.dcn import DCNRanker, dense_stats, fit_dcn_ranker, group_ndcg, listwise_loss, mean_ndcg
+from recsys.rank.dcn import DCNRanker, dense_stats, fit_dcn_ranker, listwise_loss
 from recsys.rank.features import FeatureContext
-from recsys.rank.ranker import BOOSTS, RankedRecommender
+from recsys.rank.ranker import BOOSTS, RankedRecommender, ndcg_at_k
 from recsys.rank.sources import CandidateGenerator
 
 NO_TWO_TOWER = {"als": 30, "item_cf": 30, "style_knn": 20, "text_knn": 20, "popular": 20, "popular_in_category": 20, "new_arrivals": 10}
@@ -30,32 +30,34 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_group_ndcg_by_hand():
+def test_validation_ndcg_by_hand():
+    # the DCN's early stopping reads recsys.rank.ranker.ndcg_at_k, LightGBM's metric:
     # group 1: labels (0, 3, 1), scores put the click first, the purchase second
     # group 2: no positive label -> 1 (LightGBM's convention); group 3: perfect order
     scores = np.array([0.1, 0.5, 0.9, 0.3, 0.2, 2.0, 1.0])
     labels = np.array([0, 3, 1, 0, 0, 2, 0])
     groups = np.array([3, 2, 2])
+    gain = RankConfig().label_gain
     dcg = 1 / np.log2(2) + 7 / np.log2(3)
     idcg = 7 / np.log2(2) + 1 / np.log2(3)
-    np.testing.assert_allclose(group_ndcg(scores, labels, groups), [dcg / idcg, 1.0, 1.0])
+    assert ndcg_at_k(groups, labels, scores, 10, gain) == pytest.approx((dcg / idcg + 2) / 3)
     # only the top k count: with k = 1 the first group scores 1 / 7
-    np.testing.assert_allclose(group_ndcg(scores, labels, groups, k=1), [1 / 7, 1.0, 1.0])
-    assert mean_ndcg(scores, labels, groups) == pytest.approx((dcg / idcg + 2) / 3)
+    assert ndcg_at_k(groups, labels, scores, 1, gain) == pytest.approx((1 / 7 + 2) / 3)
     # ties keep the row order
-    np.testing.assert_allclose(group_ndcg(np.zeros(2), np.array([0, 1]), np.array([2])), [1 / np.log2(3)])
+    assert ndcg_at_k(np.array([2]), np.array([0, 1]), np.zeros(2), 10, gain) == pytest.approx(1 / np.log2(3))
 
 
 def test_listwise_loss_is_the_softmax_cross_entropy_per_group():
-    logits = torch.tensor([0.2, -1.0, 0.7, 3.0, 0.0])
-    labels = torch.tensor([3.0, 1.0, 0.0, 0.0, 2.0])
-    group = torch.tensor([0, 0, 0, 1, 1])
+    logits = torch.tensor([0.2, -1.0, 0.7, 3.0, 0.0, 1.0, 2.0])
+    gain = torch.tensor([7.0, 1.0, 0.0, 0.0, 3.0, 0.0, 0.0])  # 2^label - 1 of labels (3, 1, 0), (0, 2), (0, 0)
+    group = torch.tensor([0, 0, 0, 1, 1, 2, 2])
     by_hand = []
     for rows in ([0, 1, 2], [3, 4]):
-        target = torch.exp2(labels[rows]) - 1
-        target = target / target.sum()
+        target = gain[rows] / gain[rows].sum()
         by_hand.append(-(target * torch.log_softmax(logits[rows], 0)).sum())
-    assert listwise_loss(logits, labels, group, 2).item() == pytest.approx(torch.stack(by_hand).mean().item(), rel=1e-6)
+    # the third group has no positive gain (e.g. label_gain with click = 0 and only clicks): no target, skipped
+    assert listwise_loss(logits, gain, group, 3).item() == pytest.approx(torch.stack(by_hand).mean().item(), rel=1e-6)
+    assert listwise_loss(logits[5:], gain[5:], torch.tensor([0, 0]), 1).item() == 0.0
 
 
 def test_dense_stats_ignore_missing_values():

@@ -14,10 +14,11 @@ outputs concatenated -> a linear logit.
 
 Loss: listwise softmax cross-entropy over each user's candidates in a window (a query
 group, as LightGBM's lambdarank sees it), with the target distribution
-``(2^label - 1) / sum(2^label - 1)`` over the group (purchase 7, cart 3, click 1, none
-0): ListNet's top-one probability with graded gains, the same gains NDCG uses. Groups
-are the users of a window with at least one labelled candidate, so every target is
-defined. Batches hold ``dcn_batch_groups`` whole groups.
+``gain / sum(gain)`` over the group, ``gain`` = ``[rank] label_gain`` of the row's label
+(default 0 / 1 / 3 / 7 for none / click / cart / purchase, LightGBM's ``2^label - 1``):
+ListNet's top-one probability with graded gains, the same gains NDCG uses. Groups are the
+users of a window with at least one labelled candidate; a group whose gains are all 0 (a
+zero gain for its labels) has no target and is skipped. Batches hold ``dcn_batch_groups`` whole groups.
 
 Training mirrors the LightGBM path: the earlier windows train, the last window validates
 on every candidate (NDCG@10 per group after each epoch; early stopping with
@@ -42,38 +43,8 @@ from torchrec.modules.crossnet import LowRankCrossNet
 from recsys.features import DAY
 from recsys.rank.config import RankConfig
 from recsys.rank.features import FeatureContext, feature_names
-from recsys.rank.ranker import RankerError, RankerFit, boost_from_validation, check_features, sample_negatives, window_frame, window_starts
+from recsys.rank.ranker import RankerError, RankerFit, boost_from_validation, check_features, ndcg_at_k, sample_negatives, window_frame, window_starts
 from recsys.rank.sources import CandidateGenerator
-
-
-# -- metric ---------------------------------------------------------------------------------
-
-
-def group_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> np.ndarray:
-    """NDCG@k of each query group (consecutive rows, ``groups`` = their sizes), LightGBM's
-    definition: gain ``2^label - 1``, discount ``1 / log2(rank + 1)``; rows sorted by score
-    (ties in row order); a group without any positive label counts 1."""
-    scores, labels, groups = np.asarray(scores, np.float64), np.asarray(labels, np.float64), np.asarray(groups, np.int64)
-    if not len(groups):
-        return np.zeros(0)
-    width = int(groups.max())
-    starts = np.cumsum(groups) - groups
-    row = np.repeat(np.arange(len(groups)), groups)
-    col = np.arange(groups.sum()) - np.repeat(starts, groups)
-    s = np.full((len(groups), width), -np.inf)
-    g = np.zeros((len(groups), width))
-    s[row, col] = scores
-    g[row, col] = np.exp2(labels) - 1.0
-    discount = 1.0 / np.log2(np.arange(2, width + 2))
-    top = min(k, width)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :top]
-    dcg = (np.take_along_axis(g, order, 1) * discount[:top]).sum(1)
-    idcg = (-np.sort(-g, axis=1)[:, :top] * discount[:top]).sum(1)
-    return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 1.0)
-
-
-def mean_ndcg(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 10) -> float:
-    return float(np.mean(group_ndcg(scores, labels, groups, k))) if len(groups) else float("nan")
 
 
 # -- the model ------------------------------------------------------------------------------
@@ -188,15 +159,16 @@ class _Rows:
         )
 
 
-def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Mean over groups of the softmax cross-entropy against targets ``(2^label - 1)``
-    normalised within the group (rows of group ``group[r]``; every group has a positive)."""
-    gain = torch.exp2(labels) - 1.0
+def listwise_loss(logits: torch.Tensor, gain: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Mean over groups of the softmax cross-entropy against targets ``gain`` (each row's
+    label gain) normalised within the group (rows of group ``group[r]``; every group has a
+    positive gain)."""
     gmax = torch.zeros(n_groups).scatter_reduce(0, group, logits.detach(), reduce="amax", include_self=False)
     lse = torch.log(torch.zeros(n_groups).index_add(0, group, torch.exp(logits - gmax[group]))) + gmax
     total = torch.zeros(n_groups).index_add(0, group, gain)
     ce = torch.zeros(n_groups).index_add(0, group, gain * (lse[group] - logits))
-    return (ce / total).mean()
+    keep = total > 0
+    return (ce[keep] / total[keep]).mean() if bool(keep.any()) else logits.sum() * 0.0
 
 
 def _train(config: RankConfig, rows: _Rows, n_users: int, n_items: int, epochs: int, val: _Rows | None = None) -> tuple[DCNRanker, list[float], int]:
@@ -209,7 +181,9 @@ def _train(config: RankConfig, rows: _Rows, n_users: int, n_items: int, epochs: 
     ranker = DCNRanker(net, [], config.num_threads)
     opt = torch.optim.AdamW(net.parameters(), lr=config.dcn_lr, weight_decay=config.dcn_weight_decay)
     starts = np.cumsum(rows.groups) - rows.groups
-    x, u, i, y = (torch.from_numpy(a) for a in (rows.x, rows.u, rows.i, rows.label))
+    x, u, i = (torch.from_numpy(a) for a in (rows.x, rows.u, rows.i))
+    label_gain = np.asarray(config.label_gain, np.float32)
+    y = torch.from_numpy(label_gain[rows.label.astype(np.int64)])
     curve: list[float] = []
     best, best_state, bad = 0, None, 0
     for epoch in range(epochs):
@@ -226,7 +200,7 @@ def _train(config: RankConfig, rows: _Rows, n_users: int, n_items: int, epochs: 
             opt.step()
         if val is None:
             continue
-        score = mean_ndcg(ranker.predict(val.x, val.u, val.i), val.label, val.groups)
+        score = ndcg_at_k(val.groups, val.label.astype(np.int64), ranker.predict(val.x, val.u, val.i), 10, config.label_gain)
         curve.append(score)
         if best_state is None or score > curve[best - 1]:
             best, bad = epoch + 1, 0
