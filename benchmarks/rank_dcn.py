@@ -46,7 +46,8 @@ def sweep(ds, fs, two_tower, seed: int) -> list[dict]:
     import dataclasses
 
     from recsys.rank.config import RankConfig
-    from recsys.rank.dcn import training_frames, validation_curve
+    from recsys.rank.dcn import validation_curve
+    from recsys.rank.ranker import training_frames
     from recsys.rank.features import FeatureContext
     from recsys.rank.run import catalogue_prices
     from recsys.rank.sources import CandidateGenerator

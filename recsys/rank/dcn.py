@@ -40,10 +40,9 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 from torchrec.modules.crossnet import LowRankCrossNet
 
-from recsys.features import DAY
 from recsys.rank.config import RankConfig
-from recsys.rank.features import FeatureContext, feature_names
-from recsys.rank.ranker import RankerError, RankerFit, boost_from_validation, check_features, ndcg_at_k, sample_negatives, window_frame, window_starts
+from recsys.rank.features import FeatureContext
+from recsys.rank.ranker import RankerFit, boost_from_validation, ndcg_at_k, training_frames
 from recsys.rank.sources import CandidateGenerator
 
 
@@ -213,23 +212,6 @@ def _train(config: RankConfig, rows: _Rows, n_users: int, n_items: int, epochs: 
         net.load_state_dict(best_state)
     net.eval()
     return ranker, curve, best or epochs
-
-
-def training_frames(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> tuple[list[pl.DataFrame], pl.DataFrame, list[str]]:
-    """The LightGBM ranker's data: (every window's sampled frame, the last window with
-    every candidate, the feature names)."""
-    cfg = gen.config
-    width = int(cfg.window_days * DAY)
-    starts = window_starts(cutoff, cfg)
-    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:-1])]
-    val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
-    frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
-    train_rows = sum(f.height for f in frames[:-1])
-    if not train_rows or not val.height:
-        raise RankerError(f"no user has a labelled candidate in the training ({train_rows} rows) or validation ({val.height} rows) windows; use more or longer windows")
-    names = feature_names(next(f for f in frames if f.height), exclude)
-    check_features(pl.concat([f.select(names) for f in frames[:-1] if f.height]), names)
-    return frames, val, names
 
 
 def validation_curve(config: RankConfig, frames: list[pl.DataFrame], val: pl.DataFrame, names: list[str], n_users: int, n_items: int) -> tuple[list[float], int, np.ndarray]:

@@ -166,6 +166,34 @@ def _dataset(frames: list[pl.DataFrame], names: list[str]):
     return lightgbm.Dataset(x, y, group=groups, feature_name=names, free_raw_data=False)
 
 
+def training_frames(
+    gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), validate: bool = True
+) -> tuple[list[pl.DataFrame], pl.DataFrame, list[str]]:
+    """Every ranker's data on the windows before ``cutoff``: (each window's frame with
+    ``negatives_per_user`` sampled per user, the last window with every candidate, the
+    feature names). With ``validate`` the last window validates: it is the last of the
+    frames (sampled) and the second value (whole), and the earlier frames train; without
+    (deploy mode) every frame trains and the second value is empty. An error when no user
+    has a labelled candidate, or when a feature is NaN in every training row."""
+    cfg = gen.config
+    width = int(cfg.window_days * DAY)
+    starts = window_starts(cutoff, cfg)
+    n_train = len(starts) - 1 if validate else len(starts)  # the windows built as training ones
+    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:n_train])]
+    val = pl.DataFrame()
+    if validate:
+        val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
+        frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
+    training = frames[:n_train]
+    train_rows = sum(f.height for f in training)
+    if not train_rows or (validate and not val.height):
+        where = f"training ({train_rows} rows) or validation ({val.height} rows) windows" if validate else f"windows ({train_rows} rows)"
+        raise RankerError(f"no user has a labelled candidate in the {where}; use more or longer windows")
+    names = feature_names(next(f for f in frames if f.height), exclude)
+    check_features(pl.concat([f.select(names) for f in training if f.height]), names)
+    return frames, val, names
+
+
 def fit_ranker(
     gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), rounds: int | None = None, new_item_boost: float = 0.0
 ) -> RankerFit:
@@ -181,21 +209,9 @@ def fit_ranker(
     cfg = gen.config
     if rounds is not None and rounds < 1:
         raise RankerError(f"a fixed number of boosting rounds must be >= 1, got {rounds}")
-    width = int(cfg.window_days * DAY)
-    starts = window_starts(cutoff, cfg)
-    last = len(starts) if rounds is not None else len(starts) - 1  # the windows built as training ones
-    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:last])]
-    val = pl.DataFrame()
-    if rounds is None:
-        val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
-        frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
-    training = frames[:last]
+    frames, val, names = training_frames(gen, ctx, cutoff, exclude, validate=rounds is None)
+    training = frames[:-1] if rounds is None else frames
     train_rows = sum(f.height for f in training)
-    if not train_rows or (rounds is None and not val.height):
-        where = f"training ({train_rows} rows) or validation ({val.height} rows) windows" if rounds is None else f"windows ({train_rows} rows)"
-        raise RankerError(f"no user has a labelled candidate in the {where}; use more or longer windows")
-    names = feature_names(next(f for f in frames if f.height), exclude)
-    check_features(pl.concat([f.select(names) for f in training if f.height]), names)
 
     params = lgbm_params(cfg)
     curve: list[float] = []
