@@ -110,7 +110,8 @@ def _log(result, ds, config, lm) -> str:
     for step, value in enumerate(fit.val_curve, start=1):
         mlflow.log_metric("val_ndcg_10", value, step=step)
     mlflow.log_metrics({"best_val_ndcg_10": fit.val_ndcg_10, "best_iteration": fit.best_iteration, "train_rows": fit.train_rows, "val_rows": fit.val_rows, NEW_ITEM_BOOST: fit.new_item_boost})
-    mlflow.log_param("window_two_tower", "trained before the first window" if result.window_two_tower else "the served two-tower")
+    seen = ("trained before each window" if config.window_two_tower_per_window else "trained before the first window") if result.window_two_tower else "the served two-tower"
+    mlflow.log_param("window_two_tower", seen)
     mlflow.log_param(VALIDATION_TAG, validation_protocol(result.window_two_tower))
     mlflow.log_metrics({f"{_slug(m)}.best_val_ndcg_10": f.val_ndcg_10 for m, f in result.variants.items() if f.val_ndcg_10 == f.val_ndcg_10})
     mlflow.log_metrics({f"retrieval_recall.{t}.{s}": v for t, by in result.recall.items() for s, v in by.items() if v == v})

@@ -487,3 +487,34 @@ def test_the_windows_two_tower_never_sees_the_windows(tiny_embedded, tiny_featur
     assert list(tt.fs.items.ids) == list(fs.items.ids) and tt.item_matrix().shape[0] == fs.items.n
     with pytest.raises(RankConfigError, match="window_two_tower = false"):
         train_window_two_tower(load_dataset(tiny_embedded), fs, dataclasses.replace(FAST, windows=60), run_config, cutoff)
+
+
+def test_each_window_sees_a_two_tower_trained_before_it(tiny_embedded, tiny_features):
+    from data.validate import load_dataset
+    from recsys.config import load_run_config
+    from recsys.rank.ranker import window_starts
+    from recsys.rank.window_two_tower import train_window_two_towers
+
+    fs, cfg = tiny_features, dataclasses.replace(FAST, windows=2)
+    cutoff = fs.time_of("test")
+    run_config = load_run_config(None, {"train": {"epochs": 1, "batch_size": 64, "val_users": 100, "refit": False}})
+    ds = load_dataset(tiny_embedded)
+    per_window = train_window_two_towers(ds, fs, dataclasses.replace(cfg, window_two_tower_per_window=True), run_config, cutoff)
+    starts = window_starts(cutoff, cfg)
+    assert len(per_window) == len(starts) and per_window[0] is not per_window[1]
+    for tt, start in zip(per_window, starts, strict=True):
+        assert tt.fs.time_of("test") <= start and start - tt.fs.time_of("test") < DAY  # the day of the window's start
+    assert per_window[1].fs.time_of("test") > per_window[0].fs.time_of("test")  # the later window's is fresher
+    shared = train_window_two_towers(ds, fs, cfg, run_config, cutoff)  # the default: one for all
+    assert shared[0] is shared[1] and shared[0].fs.time_of("test") <= starts[0]
+    # the training frames: each window's features over its own two-tower
+    from recsys.rank.ranker import training_frames
+
+    parts = [(CandidateGenerator(fs, cfg, tt), FeatureContext(np.linspace(5.0, 120.0, fs.items.n), two_tower=tt)) for tt in per_window]
+    frames, val, _ = training_frames(*parts[0], cutoff, window_parts=parts)
+    first_only, val_first, _ = training_frames(*parts[0], cutoff, window_parts=[parts[0], parts[0]])
+    assert frames[0].equals(first_only[0])  # window 0: the same two-tower either way
+    # window 1: the same candidates (the two-tower is no source here), scored by its own two-tower
+    assert val.select("u", "i").equals(val_first.select("u", "i")) and not val["two_tower_dot"].equals(val_first["two_tower_dot"])
+    with pytest.raises(ValueError, match="1 windows' sources for 2 windows"):
+        training_frames(*parts[0], cutoff, window_parts=parts[:1])

@@ -42,6 +42,11 @@ class RankConfig:
     # the two-tower the training windows see: one trained (as the served one was) on the events
     # before the first window; false: the served one, which has seen the windows' labels
     window_two_tower: bool = True
+    # with window_two_tower: one two-tower per window, each trained on the events before its
+    # start (every window's as fresh as the served one is to the test lists), `windows`
+    # trainings instead of one; false: one for all, trained before the first window (on the
+    # demo's seeds neither won: docs/ranking.md)
+    window_two_tower_per_window: bool = False
     negatives_per_user: int = 50
     # LightGBM
     label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)  # NDCG gain of label none / click / cart / purchase (LightGBM's 2^label - 1)

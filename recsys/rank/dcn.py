@@ -42,7 +42,7 @@ from torchrec.modules.crossnet import LowRankCrossNet
 
 from recsys.rank.config import RankConfig
 from recsys.rank.features import FeatureContext
-from recsys.rank.ranker import RankerFit, boost_from_validation, ndcg_at_k, training_frames
+from recsys.rank.ranker import RankerFit, WindowParts, boost_from_validation, ndcg_at_k, training_frames
 from recsys.rank.sources import CandidateGenerator
 
 
@@ -224,13 +224,13 @@ def validation_curve(config: RankConfig, frames: list[pl.DataFrame], val: pl.Dat
     return curve, best, scores
 
 
-def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = ()) -> RankerFit:
+def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), window_parts: WindowParts | None = None) -> RankerFit:
     """The DCN-v2 ranker on the LightGBM ranker's windows: train on the earlier ones,
     validate (NDCG@10 per epoch, early stopping) on the last, fit the new-item boost there
     (``recsys.rank.ranker.fit_new_item_boost``, on the best epoch's scores), refit on all
     for the best number of epochs. ``best_iteration`` / ``val_curve`` are in epochs."""
     cfg, fs = gen.config, gen.fs
-    frames, val, names = training_frames(gen, ctx, cutoff, exclude)
+    frames, val, names = training_frames(gen, ctx, cutoff, exclude, window_parts=window_parts)
     curve, best, val_scores = validation_curve(cfg, frames, val, names, fs.n_users, fs.items.n)
     boost, boost_curve = boost_from_validation(val, val_scores, cfg.label_gain)
     with torch_threads(cfg.num_threads):

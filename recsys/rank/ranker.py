@@ -166,23 +166,32 @@ def _dataset(frames: list[pl.DataFrame], names: list[str]):
     return lightgbm.Dataset(x, y, group=groups, feature_name=names, free_raw_data=False)
 
 
+WindowParts = list[tuple[CandidateGenerator, FeatureContext]]  # per training window: its sources and feature context
+
+
 def training_frames(
-    gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), validate: bool = True
+    gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), validate: bool = True, window_parts: WindowParts | None = None,
 ) -> tuple[list[pl.DataFrame], pl.DataFrame, list[str]]:
     """Every ranker's data on the windows before ``cutoff``: (each window's frame with
     ``negatives_per_user`` sampled per user, the last window with every candidate, the
     feature names). With ``validate`` the last window validates: it is the last of the
     frames (sampled) and the second value (whole), and the earlier frames train; without
     (deploy mode) every frame trains and the second value is empty. An error when no user
-    has a labelled candidate, or when a feature is NaN in every training row."""
+    has a labelled candidate, or when a feature is NaN in every training row.
+
+    ``window_parts``: window k's candidate generator and feature context (e.g. over a
+    two-tower trained before it); default ``gen`` and ``ctx`` for every window."""
     cfg = gen.config
     width = int(cfg.window_days * DAY)
     starts = window_starts(cutoff, cfg)
+    parts = window_parts if window_parts is not None else [(gen, ctx)] * len(starts)
+    if len(parts) != len(starts):
+        raise ValueError(f"{len(parts)} windows' sources for {len(starts)} windows")
     n_train = len(starts) - 1 if validate else len(starts)  # the windows built as training ones
-    frames = [window_frame(gen, ctx, s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:n_train])]
+    frames = [window_frame(*parts[k], s, s + width, cfg.negatives_per_user, cfg.seed + k) for k, s in enumerate(starts[:n_train])]
     val = pl.DataFrame()
     if validate:
-        val = window_frame(gen, ctx, starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
+        val = window_frame(*parts[-1], starts[-1], starts[-1] + width, None, cfg.seed)  # every candidate
         frames.append(sample_negatives(val, cfg.negatives_per_user, cfg.seed + len(starts) - 1))
     training = frames[:n_train]
     train_rows = sum(f.height for f in training)
@@ -195,7 +204,8 @@ def training_frames(
 
 
 def fit_ranker(
-    gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), rounds: int | None = None, new_item_boost: float = 0.0
+    gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, exclude: tuple[str, ...] = (), rounds: int | None = None, new_item_boost: float = 0.0,
+    window_parts: WindowParts | None = None,
 ) -> RankerFit:
     """Train on the windows before ``cutoff``; validate on the last (the rounds, then the new
     items' boost: :func:`fit_new_item_boost`); refit on all.
@@ -203,13 +213,13 @@ def fit_ranker(
     ``exclude``: features left out (ablations). ``rounds`` (deploy mode, with ``cutoff`` the
     end of the data): no validation window; every window trains and the model gets exactly
     ``rounds`` trees and ``new_item_boost`` (an evaluated run's); its validation fields are
-    NaN / empty / 0."""
+    NaN / empty / 0. ``window_parts``: see :func:`training_frames`."""
     import lightgbm
 
     cfg = gen.config
     if rounds is not None and rounds < 1:
         raise RankerError(f"a fixed number of boosting rounds must be >= 1, got {rounds}")
-    frames, val, names = training_frames(gen, ctx, cutoff, exclude, validate=rounds is None)
+    frames, val, names = training_frames(gen, ctx, cutoff, exclude, validate=rounds is None, window_parts=window_parts)
     training = frames[:-1] if rounds is None else frames
     train_rows = sum(f.height for f in training)
 

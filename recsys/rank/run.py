@@ -83,30 +83,33 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
 
 def _ranked(
     ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str,
-    cutoff: int | None = None, rounds: int | None = None, window_two_tower: Recommender | None = None, new_item_boost: float = 0.0,
+    cutoff: int | None = None, rounds: int | None = None, window_two_tower: list[Recommender] | None = None, new_item_boost: float = 0.0,
 ) -> RankedRecommender:
     """The ranker fitted on windows before ``cutoff`` (default: the test cutoff; ``rounds``: see
     fit_ranker), its lists shown until the end of the data (items launched after the cutoff
     are candidates, as for every model the evaluation scores on the test fold).
 
-    ``window_two_tower``: the two-tower the training windows see, one trained on events before
-    the first window (default ``two_tower``, which, trained up to the cutoff, has seen the
-    windows' labels); the ranked lists use ``two_tower``."""
+    ``window_two_tower``: the two-tower each training window sees, trained on events before it
+    (default ``two_tower``, which, trained up to the cutoff, has seen the windows' labels);
+    the ranked lists use ``two_tower``."""
     def parts(tt: Recommender | None) -> tuple[CandidateGenerator, FeatureContext]:
         gen = CandidateGenerator(fs, config, tt)
         return gen, FeatureContext(catalogue_prices(ds, fs), two_tower=tt, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
 
     gen, ctx = parts(two_tower)
-    window_gen, window_ctx = parts(window_two_tower) if window_two_tower is not None and two_tower is not None else (gen, ctx)
+    window_parts = None
+    if window_two_tower is not None and two_tower is not None:
+        by_model: dict[int, tuple[CandidateGenerator, FeatureContext]] = {}  # one generator per distinct two-tower
+        window_parts = [by_model.setdefault(id(tt), parts(tt)) for tt in window_two_tower]
     fit_cutoff = fs.time_of("test") if cutoff is None else cutoff
     if config.model == "dcn":
         from recsys.rank.dcn import fit_dcn_ranker
 
         if rounds is not None:
             raise RankConfigError("deploy mode refits the LightGBM ranker; the DCN-v2 ranker is evaluated only ([rank] model = \"lightgbm\")")
-        fit = fit_dcn_ranker(window_gen, window_ctx, fit_cutoff, exclude)
+        fit = fit_dcn_ranker(gen, ctx, fit_cutoff, exclude, window_parts)
     else:
-        fit = fit_ranker(window_gen, window_ctx, fit_cutoff, exclude, rounds, new_item_boost)
+        fit = fit_ranker(gen, ctx, fit_cutoff, exclude, rounds, new_item_boost, window_parts)
     return RankedRecommender(gen, ctx, fit, name, until=int(fs.ev_ts.max()) + 1)
 
 
@@ -116,15 +119,16 @@ def _step(config: RankConfig) -> str:
 
 def windows_two_tower(
     ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, run_config: RunConfig | None, cutoff: int, echo: Callable[[str], None]
-) -> Recommender | None:
-    """The two-tower the training windows before ``cutoff`` see (recsys/rank/window_two_tower.py),
-    trained with ``run_config`` (the served model's; default: the default config); None
-    without a two-tower or with ``[rank] window_two_tower = false`` (the windows see the served one)."""
+) -> list[Recommender] | None:
+    """The two-tower each training window before ``cutoff`` sees, in window order
+    (recsys/rank/window_two_tower.py), trained with ``run_config`` (the served model's;
+    default: the default config); None without a two-tower or with ``[rank] window_two_tower
+    = false`` (the windows see the served one)."""
     if two_tower is None or not config.window_two_tower:
         return None
-    from recsys.rank.window_two_tower import train_window_two_tower
+    from recsys.rank.window_two_tower import train_window_two_towers
 
-    return train_window_two_tower(ds, fs, config, run_config or load_run_config(None, {"train": {"seed": config.seed}}), cutoff, echo)
+    return train_window_two_towers(ds, fs, config, run_config or load_run_config(None, {"train": {"seed": config.seed}}), cutoff, echo)
 
 
 def run_ranking(
