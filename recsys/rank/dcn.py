@@ -160,8 +160,8 @@ class _Rows:
 
 def listwise_loss(logits: torch.Tensor, gain: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Mean over groups of the softmax cross-entropy against targets ``gain`` (each row's
-    label gain) normalised within the group (rows of group ``group[r]``; every group has a
-    positive gain)."""
+    label gain) normalised within the group (rows of group ``group[r]``); groups without a
+    positive gain have no target and are left out (0 when none has one)."""
     gmax = torch.zeros(n_groups).scatter_reduce(0, group, logits.detach(), reduce="amax", include_self=False)
     lse = torch.log(torch.zeros(n_groups).index_add(0, group, torch.exp(logits - gmax[group]))) + gmax
     total = torch.zeros(n_groups).index_add(0, group, gain)
