@@ -147,9 +147,10 @@ def test_two_tower_source_via_faiss_returns_the_exact_top_n(tiny_features, query
     users = np.arange(fs.n_users)[::-1]
     for time in (query_time, fs.time_of("test")):
         source = make_source("two_tower", RankConfig(), recommender).fit(fs, time)
-        assert isinstance(source, TwoTowerSource) and source.index.manifest.kind == "flat"
+        assert isinstance(source, TwoTowerSource) and source.index is None  # built at the first query
         for exclude_seen, until in ((True, None), (False, None), (True, time + 7 * DAY)):
             items, scores = source_candidates(source, fs, users, time, 40, exclude_seen, until)
+            assert source.index.manifest.kind == "flat" and source._before == (time if until is None else until)
             exact_items, exact_scores = source_candidates(DenseOnly(source), fs, users, time, 40, exclude_seen, until)
             assert (items >= 0).all()
             for r in range(len(users)):

@@ -162,7 +162,7 @@ class TwoTowerSource:
     searched in a :class:`recsys.index.CandidateIndex` (``index_kind``: ``flat`` is exact,
     ``ivf`` / ``hnsw`` / ``auto`` as the index chooses and tunes them).
 
-    ``fit(fs, before)`` indexes the items created before ``before``; a query over-fetches by
+    A query indexes the items on sale by then (once per bound) and over-fetches by
     the most items a user of the batch has seen and filters them out (as serving does), so
     the lists equal the exact top-N of the dense scores (``scores``, kept for the
     ``Recommender`` protocol)."""
@@ -173,8 +173,9 @@ class TwoTowerSource:
         self._before: int | None = None
 
     def fit(self, fs: FeatureSet, before: int) -> TwoTowerSource:
-        self.fs = fs
-        self._build(int(before), int(before))
+        """Take ``fs``; the index is built at the first query, for the items on sale by then
+        (a window's lists include the items launched before its end, not only before ``before``)."""
+        self.fs, self.index, self._before = fs, None, None
         return self
 
     def _build(self, bound: int, tune_time: int) -> None:
