@@ -18,6 +18,7 @@ the demo: the last 15 % of the timeline test, the 7 days before validation).
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py demo [--seeds 0,1,2] [--out rank-demo.json] [--cache DIR]
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank_quality.py movielens
+    ... rank_quality.py demo --no-ablations --set learning_rate=0.05 --set lambda_l2=0.0  # other [rank] settings
 """
 
 from __future__ import annotations
@@ -182,6 +183,29 @@ def ratios(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def rank_settings(parser: argparse.ArgumentParser, settings: list[str]) -> dict:
+    """``--set KEY=VALUE`` options as [rank] overrides (values read as TOML), checked against
+    ``RankConfig`` before any work: a bad one is a one-line usage error."""
+    import tomllib
+
+    from recsys.rank.config import RankConfigError, load_rank_config
+
+    out = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError("expected KEY=VALUE")
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            parser.error(f"--set {item!r}: {exc}")
+    try:
+        load_rank_config(None, out)
+    except RankConfigError as exc:
+        parser.error(f"--set: {exc}")
+    return out
+
+
 def main() -> None:
     from recsys.rank.run import ABLATIONS
 
@@ -192,12 +216,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="every run's figures (JSON) [rank-<dataset>.json]")
     parser.add_argument("--report", default=None, help="print the tables of a JSON an earlier run wrote, and stop")
     parser.add_argument("--cache", default=None, help="folder of trained two-towers (per dataset, config and seed) re-used by a later run")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="a [rank] setting (TOML value), e.g. learning_rate=0.05; repeatable")
     args = parser.parse_args()
     if args.report:
         runs = json.loads(Path(args.report).read_text())
         print(f"{args.report}: test metrics, mean ± sd over training seeds {[r['seed'] for r in runs]}:\n\n{table(runs)}\n\n{ratios(runs)}")
         return
     root, train_config, rank_overrides = dataset(args.dataset)
+    rank_overrides = {**rank_overrides, **rank_settings(parser, args.settings)}
     seeds = [int(s) for s in args.seeds.split(",")]
     ablations = () if args.no_ablations else ABLATIONS
     if args.dataset == "movielens":  # no style: the no-style ablation would repeat the ranker

@@ -57,6 +57,10 @@ def test_bad_config_is_a_clear_error(tmp_path):
         load_rank_config(path)
     with pytest.raises(RankConfigError, match="two_tower_index must be one of"):
         RankConfig(two_tower_index="annoy")
+    with pytest.raises(RankConfigError, match=r"window_two_tower_per_window must be true or false, got 'yes'"):
+        load_rank_config(None, {"window_two_tower_per_window": "yes"})
+    with pytest.raises(RankConfigError, match=r"learning_rate must be a number, got '0.05'"):
+        load_rank_config(None, {"learning_rate": "0.05"})
     for bad in ({"feature_fraction": 0.0}, {"bagging_fraction": 1.5}, {"lambda_l2": -1.0}, {"learning_rate": 0.0}):
         with pytest.raises(RankConfigError, match=r"feature_fraction and bagging_fraction must be in \(0, 1\]"):
             RankConfig(**bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from recsys.tomlconf import build_dataclass, read_toml
@@ -50,8 +50,8 @@ class RankConfig:
     negatives_per_user: int = 50
     # LightGBM
     label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)  # NDCG gain of label none / click / cart / purchase (LightGBM's 2^label - 1)
-    # (regularised: small steps, bagged rows and features, L2 on leaves; on the demo's windows this
-    # beat the unregularised booster on test Recall@10 for each of 3 seeds: docs/ranking.md)
+    # (regularised: small steps, bagged rows and features, L2 on leaves; on the demo this was
+    # above the unregularised booster on mean test Recall@10 and the simulated A/B: docs/ranking.md)
     n_estimators: int = 1000  # upper bound; early stopping on validation NDCG@10 picks the rounds
     learning_rate: float = 0.02
     num_leaves: int = 31
@@ -78,6 +78,13 @@ class RankConfig:
     als_iterations: int = 15
 
     def __post_init__(self) -> None:
+        # TOML gives each value its own type: a quoted "true" or "0.05" would pass unnoticed
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise RankConfigError(f"[rank] {f.name} must be true or false, got {value!r}")
+            if f.type == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise RankConfigError(f"[rank] {f.name} must be a number, got {value!r}")
         unknown = sorted(set(self.sources) - set(SOURCE_NAMES))
         if unknown:
             raise RankConfigError(f"[rank] sources: unknown source(s) {unknown}; known: {list(SOURCE_NAMES)}")
