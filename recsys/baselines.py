@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.features import DAY, FeatureSet
+from recsys.linalg import matmul
 
 
 @dataclass
@@ -64,7 +65,7 @@ class ImplicitMF:
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        scores = np.asarray(self.model.user_factors[users] @ self.model.item_factors.T)
+        scores = matmul(self.model.user_factors[users], self.model.item_factors.T)
         scores[:, self._unknown] = -np.inf
         return scores
 
@@ -86,7 +87,7 @@ class ContentKNN:
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        return self.fs.history_profile(users, time, self.vectors) @ self.vectors.T
+        return matmul(self.fs.history_profile(users, time, self.vectors), self.vectors.T)
 
 
 def default_baselines(seed: int = 0) -> list:

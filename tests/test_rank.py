@@ -64,6 +64,9 @@ def test_bad_config_is_a_clear_error(tmp_path):
     for bad in ({"feature_fraction": 0.0}, {"bagging_fraction": 1.5}, {"lambda_l2": -1.0}, {"learning_rate": 0.0}):
         with pytest.raises(RankConfigError, match=r"feature_fraction and bagging_fraction must be in \(0, 1\]"):
             RankConfig(**bad)
+    for bad in ({"item_cf_neighbours": 0}, {"item_cf_recent": 2.5}, {"item_cf_neighbours": True}):
+        with pytest.raises(RankConfigError, match=rf"{next(iter(bad))} must be an integer >= 1"):
+            RankConfig(**bad)
     path.write_text("[rank]\nwindows = 4\n[rank.sources]\nals = 7\nitem_cf = 3\n")
     cfg = load_rank_config(path)
     assert cfg.windows == 4 and cfg.source_names == ("als", "item_cf")

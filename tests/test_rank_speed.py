@@ -9,7 +9,9 @@ import pytest
 
 from recsys.features import DAY
 from recsys.rank.config import RankConfig
-from recsys.rank.sources import CandidateGenerator, on_sale_before, pairs_top_n, seen_pairs, source_candidates
+import scipy.sparse as sp
+
+from recsys.rank.sources import CandidateGenerator, ItemCF, on_sale_before, pairs_top_n, seen_pairs, source_candidates, top_k_per_row
 
 ALL_SOURCES = {"als": 30, "item_cf": 30, "style_knn": 20, "text_knn": 20, "popular": 20, "popular_in_category": 20, "new_arrivals": 10}
 CONFIG = RankConfig(sources=ALL_SOURCES, als_factors=8, als_iterations=3)
@@ -73,6 +75,26 @@ def test_pairs_top_n_by_hand():
     np.testing.assert_array_equal(top, [[1, 2, -1], [3, 4, 5], [-1, -1, -1]])  # ties: lower item first
     np.testing.assert_array_equal(best[1], np.array([0.9, 0.5, 0.5], np.float32))
     assert np.isnan(best[0, 2]) and np.isnan(best[2]).all()
+
+
+def test_top_k_per_row_by_hand():
+    m = sp.csr_matrix(np.array([[0.0, 0.3, 0.9, 0.1], [0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0], [0.2, 0.8, 0.4, 0.6]], np.float32))
+    kept = top_k_per_row(m, 2, block_cells=8).toarray()  # blocks of two rows
+    np.testing.assert_array_equal(kept, np.array([[0, 0.3, 0.9, 0], [0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.8, 0, 0.6]], np.float32))
+    np.testing.assert_array_equal(top_k_per_row(m, 4).toarray(), m.toarray())
+
+
+def test_item_cf_keeps_each_items_nearest_neighbours(tiny_features):
+    fs, time = tiny_features, tiny_features.time_of("test")
+    full, pruned = ItemCF(20, None).fit(fs, time), ItemCF(20, 5).fit(fs, time)
+    dense, kept = full.co.toarray(), pruned.co.toarray()
+    assert (np.diff(pruned.co.indptr) <= 5).all() and (np.diff(pruned.co.indptr) == np.minimum(np.diff(full.co.indptr), 5)).all()
+    np.testing.assert_array_equal(kept[kept != 0], dense[kept != 0])  # kept entries unchanged
+    fifth = -np.sort(-dense, axis=1)[:, 4:5]
+    assert (dense[(kept == 0)] <= np.broadcast_to(fifth, dense.shape)[kept == 0] + 1e-7).all()  # every dropped entry at most the 5th largest
+    users = np.arange(fs.n_users)
+    history = sp.csr_matrix(pruned.scores(users, time) != 0)
+    assert history.nnz < sp.csr_matrix(full.scores(users, time) != 0).nnz  # fewer items reached
 
 
 def test_user_vectors_and_profiles_are_kept_for_the_last_batch_only(tiny_features):

@@ -164,3 +164,20 @@ def test_dropped_items_are_seen_without_their_reviews(tiny_features):
         plain = model.item_embeddings(rows)
     torch.testing.assert_close(dropped, plain)
     assert not torch.allclose(kept, dropped)
+
+
+def test_history_profile_is_the_normalised_weighted_mean_of_the_history(tiny_features):
+    from recsys.features import events
+
+    fs = tiny_features
+    users, time = np.array([3, 0, 3, 1, fs.n_users - 1]), fs.time_of("test")
+    for vectors in (fs.items.style, fs.items.text):
+        got = events.history_profile(fs, users, time, vectors)
+        ub = events.user_batch(fs, users, np.full(len(users), time))
+        ends = np.cumsum(ub.hist_lengths)
+        for r, (lo, hi) in enumerate(zip(ends - ub.hist_lengths, ends, strict=True)):  # one user at a time, by hand
+            mean = (vectors[ub.hist_items[lo:hi]].astype(np.float64) * ub.hist_weights[lo:hi, None]).sum(0)
+            norm = np.linalg.norm(mean)
+            np.testing.assert_allclose(got[r], mean / norm if norm > 0 else mean, rtol=1e-5, atol=1e-6)
+    empty = events.history_profile(fs, users, int(fs.ev_ts.min()), fs.items.style)  # nobody has a history yet
+    assert not empty.any()

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from recsys.features.featureset import FeatureSet
 
 KEY = np.int64(1 << 34)  # user_row * KEY + seconds: one sortable key per (user, time)
-PROFILE_EVENTS = 1 << 16  # history events per block of history_profile
 
 
 @dataclass
@@ -124,19 +123,16 @@ def user_batch(fs: FeatureSet, users: np.ndarray, times: np.ndarray) -> UserBatc
 
 def history_profile(fs: FeatureSet, users: np.ndarray, time: int, vectors: np.ndarray) -> np.ndarray:
     """L2-normalised weighted mean of ``vectors`` over each user's history at ``time``
-    (the weights of :func:`user_batch`); zeros for users without history."""
+    (the weights of :func:`user_batch`); zeros for users without history.
+
+    A sparse (users x items) weight matrix times ``vectors``: several times faster than
+    gathering a vector per history event."""
+    import scipy.sparse as sp
+
     ub = user_batch(fs, users, np.full(len(users), time))
-    profile = np.zeros((len(users), vectors.shape[1]), np.float64)
-    lengths = ub.hist_lengths
-    starts = np.cumsum(lengths) - lengths
-    has = np.flatnonzero(lengths > 0)
-    # each user's events are contiguous: a segment sum (in event order, as np.add.at adds),
-    # over blocks of users so the (events x dim) products stay small
-    for block in np.array_split(has, min(len(has), -(-len(ub.hist_items) // PROFILE_EVENTS))) if len(has) else ():
-        lo, hi = starts[block[0]], starts[block[-1]] + lengths[block[-1]]
-        products = (vectors[ub.hist_items[lo:hi]] * ub.hist_weights[lo:hi, None]).astype(np.float64)
-        profile[block] = np.add.reduceat(products, starts[block] - lo, axis=0)
-    return l2_normalise(profile).astype(np.float32)
+    row = np.repeat(np.arange(len(users)), ub.hist_lengths)
+    weights = sp.csr_matrix((ub.hist_weights.astype(np.float64), (row, ub.hist_items)), shape=(len(users), len(vectors)))
+    return l2_normalise(np.asarray(weights @ vectors, np.float64)).astype(np.float32)
 
 
 def training_examples(fs: FeatureSet, folds: str | tuple[str, ...] = "train") -> Examples:

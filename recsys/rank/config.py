@@ -35,6 +35,10 @@ class RankConfig:
     popular_days: float = 7.0  # window of the recent-popularity sources
     new_arrival_days: float = 14.0  # an item is a new arrival this long after its creation
     item_cf_recent: int = 20  # the user's last events item-CF starts from
+    # the most similar items item-CF keeps per item: the co-occurrence matrix of a shop is dense
+    # (a quarter of all pairs on StyleMart small) and scoring costs its entries; 400 leaves the
+    # union's recall of test purchases where all of them put it, on `demo` and `small` (docs/ranking.md)
+    item_cf_neighbours: int = 400
     max_sim_history: int = 20  # history items the max-style-similarity feature looks at
     # training windows before the test cutoff: features at each window's start, labels = its events
     windows: int = 5
@@ -101,6 +105,10 @@ class RankConfig:
             raise RankConfigError(f"[rank] label_gain needs a gain >= 0 for each label none / click / cart / purchase, got {list(self.label_gain)}")
         if not self.window_days > 0 or self.negatives_per_user < 1 or self.num_threads < 1:
             raise RankConfigError("[rank] window_days must be > 0, negatives_per_user and num_threads >= 1")
+        for name in ("item_cf_recent", "item_cf_neighbours"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RankConfigError(f"[rank] {name} must be an integer >= 1, got {value!r}")
         if not (0 < self.feature_fraction <= 1 and 0 < self.bagging_fraction <= 1) or self.lambda_l2 < 0 or not self.learning_rate > 0:
             raise RankConfigError(
                 f"[rank] feature_fraction and bagging_fraction must be in (0, 1], lambda_l2 >= 0 and learning_rate > 0, got "

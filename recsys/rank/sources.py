@@ -25,6 +25,7 @@ from recsys.baselines import ContentKNN, ImplicitMF, Popularity
 from recsys.evaluate import Recommender
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.features.events import KEY
+from recsys.linalg import matmul
 from recsys.rank.config import SOURCE_NAMES, RankConfig, RankConfigError
 
 
@@ -215,12 +216,43 @@ class TwoTowerSource:
         return keep_top_n(items, scores, n, drop)
 
 
+def top_k_per_row(m: sp.csr_matrix, k: int, block_cells: int = 1 << 24) -> sp.csr_matrix:
+    """``m`` with only each row's ``k`` largest stored entries, through
+    dense blocks of rows (``block_cells`` cells each) and torch.topk."""
+    import torch
+
+    m = sp.csr_matrix(m)
+    if k >= m.shape[1]:
+        return m
+    rows, cols, vals = [], [], []
+    step = max(1, block_cells // max(m.shape[1], 1))
+    for lo in range(0, m.shape[0], step):
+        block = m[lo : lo + step]
+        width = min(k, int(np.diff(block.indptr).max(initial=0)))
+        if not width:
+            continue
+        dense = torch.from_numpy(block.toarray())
+        dense[dense == 0] = -torch.inf  # only stored entries may be kept
+        top, col = torch.topk(dense, width, dim=1, sorted=True)
+        keep = torch.isfinite(top).numpy()
+        r = np.broadcast_to(np.arange(lo, lo + len(top))[:, None], keep.shape)
+        rows.append(r[keep]), cols.append(col.numpy()[keep]), vals.append(top.numpy()[keep])
+    if not rows:
+        return sp.csr_matrix(m.shape, dtype=m.dtype)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+
+
 @dataclass
 class ItemCF:
     """Item-to-item co-occurrence (cosine over users who touched both) from the user's last
-    ``recent`` items."""
+    ``recent`` items, each item keeping its ``neighbours`` most similar items (``None``: all).
 
-    recent: int = 20
+    Pruning the neighbours is the usual item-KNN practice: the co-occurrence matrix of a shop
+    is dense (a quarter of all item pairs on StyleMart ``small``), and scoring a batch of users
+    costs its number of stored entries."""
+
+    recent: int
+    neighbours: int | None  # None: every co-occurring item
 
     def fit(self, fs: FeatureSet, before: int) -> ItemCF:
         sel = fs.ev_ts < before
@@ -231,7 +263,8 @@ class ItemCF:
         co.setdiag(0)
         co.eliminate_zeros()
         norm = 1.0 / np.sqrt(np.maximum(counts, 1.0))
-        self.co = sp.diags(norm) @ co @ sp.diags(norm)
+        co = (sp.diags(norm) @ co @ sp.diags(norm)).tocsr().astype(np.float32)
+        self.co = co if self.neighbours is None else top_k_per_row(co, self.neighbours)
         self.fs = fs
         return self
 
@@ -320,7 +353,7 @@ class NewArrivals:
         """(U, len(new)): the new arrivals' similarity to each user's style profile."""
         items = self.fs.items
         vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
-        return self.fs.history_profile(users, time, vectors) @ vectors[new].T
+        return matmul(self.fs.history_profile(users, time, vectors), vectors[new].T)
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         new = self._new(time)  # source_candidates drops those not yet on sale
@@ -348,7 +381,7 @@ def make_source(name: str, config: RankConfig, two_tower: Recommender | None = N
         return TwoTowerSource(two_tower, config.two_tower_index, seed=config.seed)
     makers = {
         "als": lambda: ImplicitMF("als", factors=config.als_factors, iterations=config.als_iterations, seed=config.seed, name="als"),
-        "item_cf": lambda: ItemCF(config.item_cf_recent),
+        "item_cf": lambda: ItemCF(config.item_cf_recent, config.item_cf_neighbours),
         "style_knn": lambda: ContentKNN("style", name="style-knn"),
         "text_knn": lambda: ContentKNN("text", name="text-knn"),
         "popular": lambda: PopularSource(window_days=config.popular_days, name="popular"),
