@@ -15,4 +15,6 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` in float32 (``b`` may be a transposed view, e.g. ``vectors.T``)."""
     import torch
 
-    return (torch.from_numpy(np.asarray(a, np.float32)) @ torch.from_numpy(np.asarray(b, np.float32))).numpy()
+    a, b = (np.asarray(x, np.float32) for x in (a, b))
+    a, b = (x if x.flags.writeable else x.copy() for x in (a, b))  # torch warns on read-only arrays
+    return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()
