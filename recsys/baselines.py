@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.features import DAY, FeatureSet
-from recsys.linalg import matmul
 
 
 @dataclass
@@ -65,7 +64,7 @@ class ImplicitMF:
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        scores = matmul(self.model.user_factors[users], self.model.item_factors.T)
+        scores = np.asarray(self.model.user_factors[users] @ self.model.item_factors.T)
         scores[:, self._unknown] = -np.inf
         return scores
 
@@ -87,7 +86,7 @@ class ContentKNN:
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        return matmul(self.fs.history_profile(users, time, self.vectors), self.vectors.T)
+        return self.fs.history_profile(users, time, self.vectors) @ self.vectors.T
 
 
 def default_baselines(seed: int = 0) -> list:

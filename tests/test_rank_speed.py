@@ -123,17 +123,3 @@ def test_user_vectors_and_profiles_are_kept_for_the_last_batch_only(tiny_feature
             kept[:] = 0
             np.testing.assert_array_equal(fs.history_profile(users, t, vectors), events.history_profile(fs, users, t, vectors))
 
-
-def test_matmul_is_numpys_product_for_views_and_read_only_arrays():
-    import warnings
-
-    from recsys.linalg import matmul
-
-    rng = np.random.default_rng(0)
-    a, b = rng.random((5, 7)), rng.random((9, 7)).astype(np.float32)  # float64 in: float32 out
-    b.flags.writeable = False  # e.g. an array polars hands out without a copy
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        got = matmul(a, b.T)
-    assert got.dtype == np.float32 and got.shape == (5, 9)
-    np.testing.assert_allclose(got, a.astype(np.float32) @ b.T, rtol=1e-5)

@@ -15,7 +15,6 @@ import polars as pl
 from recsys.evaluate import Recommender
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.features.events import KEY
-from recsys.linalg import matmul
 from recsys.rank.sources import category_share, recent_events
 
 # the features built from style vectors (an ablation leaves them out)
@@ -135,7 +134,7 @@ def _row_dot_dense(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray)
     for k, lo in enumerate(range(0, len(a), step)):
         sel = order[bounds[k] : bounds[k + 1]]
         if len(sel):
-            out[sel] = matmul(a[lo : lo + step], bt)[ai[sel] - lo, bi[sel]]
+            out[sel] = (np.asarray(a[lo : lo + step], np.float32) @ bt)[ai[sel] - lo, bi[sel]]
     return out
 
 

@@ -25,7 +25,6 @@ from recsys.baselines import ContentKNN, ImplicitMF, Popularity
 from recsys.evaluate import Recommender
 from recsys.features import DAY, EVENT_CODES, FeatureSet
 from recsys.features.events import KEY
-from recsys.linalg import matmul
 from recsys.rank.config import SOURCE_NAMES, RankConfig, RankConfigError
 
 
@@ -353,7 +352,7 @@ class NewArrivals:
         """(U, len(new)): the new arrivals' similarity to each user's style profile."""
         items = self.fs.items
         vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
-        return matmul(self.fs.history_profile(users, time, vectors), vectors[new].T)
+        return self.fs.history_profile(users, time, vectors) @ vectors[new].T
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         new = self._new(time)  # source_candidates drops those not yet on sale
