@@ -14,8 +14,9 @@ own; RSS is sampled every 5 ms while it scores. Runs:
 - the baseline in the same run: the same top-k path with the ranking code as it was before
   the speed-up (``--baseline-rev``, extracted with ``git archive``), on the same users as the
   half run (the first chunk pays for the per-time statistics: the same share of both); the
-  first chunks' ranked scores are compared too (sources with tied scores at their cut-off may keep other
-  tied items, so a few users' lists differ).
+  first chunks' ranked scores are compared too (they differ: item-CF now keeps each item's
+  ``[rank] item_cf_neighbours`` nearest items, and sources with tied scores at their cut-off
+  may keep other tied items).
 
 The two-tower is trained for ``--epochs`` (default 1, no refit): enough to measure speed,
 not a model whose quality means anything. Usage:
@@ -65,10 +66,10 @@ def prepare(workdir: Path, preset: str) -> Path:
 
 def train_models(root: Path, folder: Path, epochs: int) -> dict:
     """A short two-tower (bundle) and a fast ranker (LightGBM text file) in ``folder``; re-used when there
-    (the ranker: for the same ``RANK``)."""
-    import hashlib
+    (the ranker: for the same ``RANK`` and [rank] defaults, so a new default booster is retrained)."""
+    from recsys.rank.config import RankConfig
 
-    tag = hashlib.sha256(json.dumps(RANK, sort_keys=True).encode()).hexdigest()[:12]
+    tag = RankConfig(**RANK).sha256()[:12]
     meta_path = folder / f"models-{tag}.json"
     if meta_path.is_file():
         return json.loads(meta_path.read_text())
@@ -77,7 +78,6 @@ def train_models(root: Path, folder: Path, epochs: int) -> dict:
     from recsys.bundle import save_bundle
     from recsys.features import build_features
     from recsys.model import TwoTowerConfig
-    from recsys.rank.config import RankConfig
     from recsys.rank.features import FeatureContext
     from recsys.rank.ranker import fit_ranker
     from recsys.rank.run import catalogue_prices
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
-    parser.add_argument("--baseline-rev", default="72edd9b", help="git revision of the ranking code before the speed-up ('': skip)")
+    parser.add_argument("--baseline-rev", default="7a18767", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
     args = parser.parse_args()
     import numpy as np
 
@@ -259,7 +259,7 @@ def main() -> None:
     if base:
         print(f"the first {base['users']:,} users' top-{args.k}: the same ranker score at every rank as the dense path for {same_scores:.1%} of users (tied items may swap)")
     if before:
-        print(f"  and as before ({args.baseline_rev}) for {same_before:.1%} of users (sources keep other items among scores tied at their cut-off)")
+        print(f"  and as before ({args.baseline_rev}) for {same_before:.1%} of users (item-CF now keeps each item's nearest neighbours only, and sources keep other items among scores tied at their cut-off)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ class RankConfig:
     item_cf_recent: int = 20  # the user's last events item-CF starts from
     # the most similar items item-CF keeps per item: the co-occurrence matrix of a shop is dense
     # (a quarter of all pairs on StyleMart small) and scoring costs its entries; 400 leaves the
-    # union's recall of test purchases where all of them put it, on `demo` and `small` (docs/ranking.md)
+    # union's recall of test purchases where all of them put it on `demo` and `small`
+    # (benchmarks/item_cf.py); on MovieLens-100K it costs a little at the top (README)
     item_cf_neighbours: int = 400
     max_sim_history: int = 20  # history items the max-style-similarity feature looks at
     # training windows before the test cutoff: features at each window's start, labels = its events
