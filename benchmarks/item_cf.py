@@ -36,6 +36,12 @@ def main() -> None:
     parser.add_argument("dataset", nargs="?", default="demo", help="demo, movielens or a dataset folder")
     parser.add_argument("--neighbours", default="all,1000,400,200,100")
     args = parser.parse_args()
+    try:
+        kept = [None if k.strip() == "all" else int(k) for k in args.neighbours.split(",")]
+    except ValueError:
+        parser.error(f"--neighbours: comma-separated integers or 'all', got {args.neighbours!r}")
+    if any(k is not None and k < 1 for k in kept):
+        parser.error(f"--neighbours: each must be >= 1, got {args.neighbours!r}")
     root, _, overrides = dataset(args.dataset)
     ds = load_dataset(root)
     fs = build_features(ds, load_or_create_split(ds), require_style=False)
@@ -48,8 +54,7 @@ def main() -> None:
     print(f"{root}: {fs.items.n:,} items, {len(users):,} test users; item-CF top-{n} from the last {config.item_cf_recent} events; union: {list(config.source_names)}")
     print(f"{'neighbours':>10}{'entries/item':>14}{'fit s':>8}{'users/s':>10}{'item-CF purchases':>19}{'item-CF truth':>15}{'union purchases':>17}{'union truth':>13}")
     gen = CandidateGenerator(fs, config).at(cutoff)  # every source fitted once; item-CF replaced below
-    for k in args.neighbours.split(","):
-        neighbours = None if k.strip() == "all" else int(k)
+    for neighbours in kept:
         started = time.perf_counter()
         gen.sources["item_cf"] = ItemCF(config.item_cf_recent, neighbours).fit(fs, cutoff)
         fit_s = time.perf_counter() - started
@@ -59,7 +64,7 @@ def main() -> None:
         union = gen.union(users, cutoff, end)
         recall = {name: retrieval_recall(union, truth, gen.source_names) for name, truth in truths.items()}
         entries = gen.sources["item_cf"].co.nnz / fs.items.n
-        print(f"{k:>10}{entries:>14,.0f}{fit_s:>8.1f}{per_s:>10,.0f}{recall['purchases']['item_cf']:>19.4f}{recall['truth']['item_cf']:>15.4f}"
+        print(f"{neighbours or 'all':>10}{entries:>14,.0f}{fit_s:>8.1f}{per_s:>10,.0f}{recall['purchases']['item_cf']:>19.4f}{recall['truth']['item_cf']:>15.4f}"
               f"{recall['purchases']['all']:>17.4f}{recall['truth']['all']:>13.4f}")
 
 

@@ -235,7 +235,9 @@ def top_k_per_row(m: sp.csr_matrix, k: int, block_cells: int = 1 << 24) -> sp.cs
         top, col = torch.topk(dense, width, dim=1, sorted=True)
         keep = torch.isfinite(top).numpy()
         r = np.broadcast_to(np.arange(lo, lo + len(top))[:, None], keep.shape)
-        rows.append(r[keep]), cols.append(col.numpy()[keep]), vals.append(top.numpy()[keep])
+        rows.append(r[keep])
+        cols.append(col.numpy()[keep])
+        vals.append(top.numpy()[keep])
     if not rows:
         return sp.csr_matrix(m.shape, dtype=m.dtype)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
