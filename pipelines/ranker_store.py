@@ -11,6 +11,9 @@ from recsys.rank.config import RankConfigError, load_rank_config
 from recsys.rank.ranker import NEW_ITEM_BOOST
 
 CONFIG_ARTIFACT = "rank_config.json"  # the RankConfig of a ranker's run (rank_job logs it)
+# settings added after rankers were registered, read from a config that lacks them as those
+# rankers were trained: item-CF kept every neighbour (more than any catalogue holds)
+TRAINED_WITHOUT = {"item_cf_neighbours": 2**31 - 1}
 TRAIN_FIRST = "run `stylerec rank train DATASET` first"
 
 
@@ -41,6 +44,12 @@ def two_tower_uri(label: str) -> str | None:
     return f"models:/{label}"
 
 
+def logged_config(raw: dict):
+    """The ``RankConfig`` of a ranker's logged ``rank_config.json``, a setting it lacks read
+    as the ranker was trained (``TRAINED_WITHOUT``), not as today's default."""
+    return load_rank_config(None, {**TRAINED_WITHOUT, **raw})
+
+
 def load_ranker(ds, uri: str = tracking.RANKER_CHAMPION_URI):
     """The registered ranker at ``uri`` rebuilt for serving ``ds`` (recsys.rank.serving.ServedRanker);
     a missing ranker, config or two-tower is a one-line ClickException."""
@@ -57,7 +66,7 @@ def load_ranker(ds, uri: str = tracking.RANKER_CHAMPION_URI):
     run_id, tt_label = mv.tags.get("run_id"), mv.tags.get("two_tower", "")
     try:
         raw = mlflow.artifacts.load_dict(f"runs:/{run_id}/{CONFIG_ARTIFACT}")
-        config = load_rank_config(None, raw)
+        config = logged_config(raw)
     except (MlflowException, OSError, RankConfigError) as exc:
         raise click.ClickException(f"ranker {label}: no usable {CONFIG_ARTIFACT} in its run {run_id} ({' '.join(str(exc).split())[:160]}); {TRAIN_FIRST} again") from exc
     tt_uri = two_tower_uri(tt_label)

@@ -144,6 +144,22 @@ def test_a_ranker_names_its_two_tower():
     assert two_tower_uri("bundle-0123456789ab") is None and two_tower_uri("") is None
 
 
+def test_a_ranker_logged_before_item_cf_was_pruned_is_served_unpruned(tiny_features):
+    from pipelines.ranker_store import logged_config
+    from recsys.rank.config import RankConfig
+    from recsys.rank.sources import ItemCF
+
+    fs = tiny_features
+    current = RankConfig().to_json()
+    assert logged_config(current) == RankConfig()
+    old = logged_config({k: v for k, v in current.items() if k != "item_cf_neighbours"})
+    assert old.item_cf_neighbours > RankConfig().item_cf_neighbours  # not today's default
+    time = fs.time_of("test")
+    served = ItemCF(old.item_cf_recent, old.item_cf_neighbours).fit(fs, time).co
+    trained = ItemCF(old.item_cf_recent, None).fit(fs, time).co
+    assert (served != trained).nnz == 0 and served.nnz == trained.nnz
+
+
 @pytest.mark.slow
 def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, mlflow_store, fast_configs):
     import json
