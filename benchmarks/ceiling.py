@@ -11,6 +11,10 @@ script scores, with the project's own evaluation code on the saved split:
   and styles (the estimate of intent and of affinity^1.3), then + the item's smoothed
   events per day on sale (quality; a cold item gets the median), then + the user's mean
   within-category price z-score (price sensitivity);
+- the same plug-in over the **style groups the ranker learns from the photos**
+  (``recsys.rank.features.style_groups``: k-means of the style vectors) in place of the true
+  styles, and how often a style vector's nearest neighbours share its true style: how much
+  of the true-label plug-in a model that reads photos can reach;
 - the default **two-tower** model with the true labels (one-hot category + style) in place
   of the style and text vectors: what it reaches when the content is perfectly clean;
 - implicit ALS, for the ratio.
@@ -125,6 +129,31 @@ class PlugIn:
         return out
 
 
+def with_learned_styles(fs, truth: GroundTruth) -> GroundTruth:
+    """``truth`` with each item's style replaced by its style group learned from the photos
+    (the ranker's k-means, recsys.rank.features)."""
+    import copy
+
+    from recsys.rank.features import FeatureContext
+
+    learned = copy.copy(truth)
+    learned.style = FeatureContext(np.full(fs.items.n, np.nan)).style_cluster(fs)
+    learned.n_styles = int(learned.style.max()) + 1
+    return learned
+
+
+def neighbour_purity(vectors: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (10, 50, 200)) -> dict[int, float]:
+    """The share of each vector's k nearest neighbours (cosine, FAISS) with its label."""
+    import faiss
+
+    x = np.ascontiguousarray(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), np.float32)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, nearest = index.search(x, max(ks) + 1)
+    nearest = nearest[:, 1:]  # not itself
+    return {k: float((labels[nearest[:, :k]] == labels[:, None]).mean()) for k in ks}
+
+
 def two_tower_on_true_labels(fs, truth: GroundTruth):
     """The default two-tower with one-hot (style, category) in place of the content vectors."""
     from recsys.model import TwoTowerConfig
@@ -161,6 +190,7 @@ def main() -> None:
         ("plug-in: history shares of true categories x styles", lambda: PlugIn(fs, truth, before)),
         ("plug-in + item quality from popularity", lambda: PlugIn(fs, truth, before, quality=True)),
         ("plug-in + quality + price sensitivity", lambda: PlugIn(fs, truth, before, quality=True, price=True)),
+        ("plug-in + quality, style groups learned from the photos", lambda: PlugIn(fs, with_learned_styles(fs, truth), before, quality=True)),
     ]
     if not args.no_train:
         rankers.append(("two-tower, true labels as its only content", lambda: two_tower_on_true_labels(fs, truth)))
@@ -172,6 +202,9 @@ def main() -> None:
         als = als or r50
         cold = result.get("cold_items", {}).get("recall@50", 0.0)
         print(f"| {name} | {r50:.4f} | {r50 / als:.2f} | {result['all']['recall@10']:.4f} | {cold:.4f} |", flush=True)
+    has = fs.items.has_style
+    purity = neighbour_purity(fs.items.style[has], truth.style[has])
+    print("\nstyle vectors' nearest neighbours (cosine) with the same true style: " + ", ".join(f"{k}-NN {v:.3f}" for k, v in purity.items()))
 
 
 if __name__ == "__main__":

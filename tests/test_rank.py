@@ -285,11 +285,32 @@ def test_new_item_boost_lifts_new_items_only_when_validation_says_so():
     # each group: two old negatives scored high, a new positive scored just below them, an old negative
     scores = np.tile([1.0, 0.9, 0.8, 0.1], 50)
     new = np.tile([False, False, True, False], 50)
-    boost, curve = fit_new_item_boost(groups, np.tile([0, 0, 3, 0], 50), scores, new, gain)
-    assert boost > 0.2 and max(curve) == pytest.approx(1.0) and len(curve) == len(BOOSTS)
+    boost, curve, unit = fit_new_item_boost(groups, np.tile([0, 0, 3, 0], 50), scores, new, gain)
+    assert unit == pytest.approx(np.std(scores)) and boost > 0.2 and max(curve) == pytest.approx(1.0) and len(curve) == len(BOOSTS)
     # new items the shoppers did not want: no boost (ties go to the smallest)
-    boost, _ = fit_new_item_boost(groups, np.tile([3, 0, 0, 0], 50), scores, new, gain)
+    boost, _, _ = fit_new_item_boost(groups, np.tile([3, 0, 0, 0], 50), scores, new, gain)
     assert boost == 0.0
+
+
+def test_bagged_argmax_is_steadier_than_the_argmax_it_averages():
+    from recsys.rank.ranker import bagged_argmax
+
+    clear = np.tile([0.1, 0.5, 0.2], (30, 1))
+    assert bagged_argmax(clear, 50) == 1.0
+    assert bagged_argmax(np.ones((30, 3)), 50) == 0.0  # ties: the first column
+    assert bagged_argmax(np.ones((0, 3)), 50) == 0.0
+    assert bagged_argmax(clear, 50, seed=3) == bagged_argmax(clear, 50, seed=3)
+    # a flat true curve over 11 columns (means 0.5 - 0.001 |c - 5|), seen through 300 noisy
+    # users at a time: the plain argmax swings across the grid, the bagged one much less
+    rng = np.random.default_rng(0)
+    truth = 0.5 - 0.001 * np.abs(np.arange(11) - 5)
+    plain, bagged = [], []
+    for _ in range(30):
+        sample = truth + rng.normal(0, 0.05, (300, 11))
+        plain.append(float(np.argmax(sample.mean(axis=0))))
+        bagged.append(bagged_argmax(sample, 200))
+    assert np.std(bagged) < 0.75 * np.std(plain)
+    assert abs(np.mean(bagged) - 5) < 1.0
 
 
 def test_labels_are_graded(tiny_features, query_time):

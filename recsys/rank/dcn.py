@@ -232,8 +232,8 @@ def fit_dcn_ranker(gen: CandidateGenerator, ctx: FeatureContext, cutoff: int, ex
     cfg, fs = gen.config, gen.fs
     frames, val, names = training_frames(gen, ctx, cutoff, exclude, window_parts=window_parts)
     curve, best, val_scores = validation_curve(cfg, frames, val, names, fs.n_users, fs.items.n)
-    boost, boost_curve = boost_from_validation(val, val_scores, cfg.label_gain)
+    boost, boost_curve, unit = boost_from_validation(val, val_scores, cfg.label_gain)
     with torch_threads(cfg.num_threads):
         final, _, _ = _train(cfg, _Rows.of(frames, names), fs.n_users, fs.items.n, best)
     final.features = names
-    return RankerFit(final, names, best, curve[best - 1], curve, sum(f.height for f in frames[:-1]), val.height, {}, boost, boost_curve)
+    return RankerFit(final, names, best, curve[best - 1], curve, sum(f.height for f in frames[:-1]), val.height, {}, boost, boost_curve, unit)

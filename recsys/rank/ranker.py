@@ -92,6 +92,7 @@ class RankerFit:
     importance: dict[str, float] = field(default_factory=dict)  # gain
     new_item_boost: float = 0.0  # added to the score of an item without history (fit_new_item_boost)
     boost_curve: list[float] = field(default_factory=list)  # validation NDCG@BOOST_NDCG_AT per BOOSTS entry
+    boost_unit: float = 1.0  # the validation scores' standard deviation: BOOSTS' unit
 
 
 def lgbm_params(config: RankConfig) -> dict:
@@ -105,8 +106,8 @@ def lgbm_params(config: RankConfig) -> dict:
     }
 
 
-def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int, label_gain: tuple[float, ...]) -> float:
-    """Mean NDCG@k over query groups (consecutive rows, ``groups`` their sizes) with gain
+def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int, label_gain: tuple[float, ...]) -> np.ndarray:
+    """NDCG@k of each query group (consecutive rows, ``groups`` their sizes) with gain
     ``label_gain[label]``, as LightGBM's ``ndcg`` metric (ties: the earlier row first; a
     group without a positive label counts 1)."""
     gid = np.repeat(np.arange(len(groups)), groups)
@@ -121,7 +122,27 @@ def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
 
     actual = dcg(np.lexsort((rows, -np.asarray(scores, np.float64), gid)))
     ideal = dcg(np.lexsort((rows, -gain, gid)))
-    return float(np.where(ideal > 0, actual / np.where(ideal > 0, ideal, 1.0), 1.0).mean()) if len(groups) else float("nan")
+    return np.where(ideal > 0, actual / np.where(ideal > 0, ideal, 1.0), 1.0)
+
+
+def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int, label_gain: tuple[float, ...]) -> float:
+    """Mean :func:`ndcg_per_group` over the query groups (NaN without any)."""
+    return float(ndcg_per_group(groups, labels, scores, k, label_gain).mean()) if len(groups) else float("nan")
+
+
+def bagged_argmax(per_group: np.ndarray, resamples: int, seed: int = 0) -> float:
+    """The column index with the highest mean over the rows (query groups) of ``per_group``,
+    averaged over ``resamples`` bootstrap resamples of the rows (ties: the first column).
+
+    Why: over a flat, noisy curve the plain argmax jumps between distant columns with the
+    validation users drawn; averaging it over resamples (bagging) gives a pick that moves
+    little with them."""
+    n = per_group.shape[0]
+    if not n:
+        return 0.0
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    means = weights @ per_group / n
+    return float(np.argmax(np.round(means, 12), axis=1).mean())
 
 
 NEW_ITEM_BOOST = "new_item_boost"  # the boost's name in the registry, a run's metrics and an explained row
@@ -132,24 +153,26 @@ BOOSTS = tuple(round(0.02 * b, 2) for b in range(51))
 # whole list the storefront draws from, and NDCG@10 of ~1,000 validation users is too noisy
 # a guide to it (on the demo the boost it picked swung from 0 to 0.9 sd between seeds)
 BOOST_NDCG_AT = 50
+BOOST_RESAMPLES = 200  # bootstrap resamples of the validation users the boost's pick is averaged over
 
 
-def fit_new_item_boost(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, new: np.ndarray, label_gain: tuple[float, ...]) -> tuple[float, list[float]]:
-    """The score boost of items without history (``new``) that maximises validation
-    NDCG@``BOOST_NDCG_AT``, and that NDCG for every boost tried (``BOOSTS`` times the
-    scores' standard deviation).
+def fit_new_item_boost(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, new: np.ndarray, label_gain: tuple[float, ...]) -> tuple[float, list[float], float]:
+    """The score boost of items without history (``new``), the validation
+    NDCG@``BOOST_NDCG_AT`` of every boost tried, and their unit (``BOOSTS`` times the
+    scores' standard deviation). The boost is the one that maximises that NDCG, averaged over bootstrap
+    resamples of the validation users (:func:`bagged_argmax`; ties: the smallest).
 
     Why: features of a new item (no popularity, default rates) look like those of an item
     nobody wanted, so a ranker trained on every item ranks new ones below where shoppers
     put them; the validation window, whose lists hold the items launched while they are
-    shown, measures how far. Ties go to the smallest boost."""
+    shown, measures how far."""
     scale = float(np.std(scores)) or 1.0
-    curve = [ndcg_at_k(groups, labels, scores + b * scale * new, BOOST_NDCG_AT, label_gain) for b in BOOSTS]
-    best = int(np.argmax(np.round(curve, 12)))
-    return BOOSTS[best] * scale, curve
+    per_group = np.stack([ndcg_per_group(groups, labels, scores + b * scale * new, BOOST_NDCG_AT, label_gain) for b in BOOSTS], axis=1)
+    step = BOOSTS[1] - BOOSTS[0]  # BOOSTS is an even grid from 0, so the mean pick is a boost
+    return bagged_argmax(per_group, BOOST_RESAMPLES) * step * scale, [float(v) for v in per_group.mean(axis=0)], scale
 
 
-def boost_from_validation(val: pl.DataFrame, scores: np.ndarray, label_gain: tuple[float, ...]) -> tuple[float, list[float]]:
+def boost_from_validation(val: pl.DataFrame, scores: np.ndarray, label_gain: tuple[float, ...]) -> tuple[float, list[float], float]:
     """:func:`fit_new_item_boost` on a validation frame (query groups by user, ``label``,
     ``ITEM_EVENTS``) scored ``scores`` by a ranker trained on the earlier windows."""
     return fit_new_item_boost(_groups(val), val["label"].to_numpy(), scores, (val[ITEM_EVENTS] == 0).to_numpy(), label_gain)
@@ -214,17 +237,22 @@ def fit_ranker(
     end of the data): no validation window; every window trains and the model gets exactly
     ``rounds`` trees and ``new_item_boost`` (an evaluated run's); its validation fields are
     NaN / empty / 0. ``window_parts``: see :func:`training_frames`."""
-    import lightgbm
-
-    cfg = gen.config
     if rounds is not None and rounds < 1:
         raise RankerError(f"a fixed number of boosting rounds must be >= 1, got {rounds}")
     frames, val, names = training_frames(gen, ctx, cutoff, exclude, validate=rounds is None, window_parts=window_parts)
+    return fit_lightgbm(gen.config, frames, val, names, rounds, new_item_boost)
+
+
+def fit_lightgbm(cfg: RankConfig, frames: list[pl.DataFrame], val: pl.DataFrame, names: list[str], rounds: int | None = None, new_item_boost: float = 0.0) -> RankerFit:
+    """:func:`fit_ranker` on windows already built (:func:`training_frames`, whose
+    ``validate`` is ``rounds is None``)."""
+    import lightgbm
+
     training = frames[:-1] if rounds is None else frames
     train_rows = sum(f.height for f in training)
-
     params = lgbm_params(cfg)
     curve: list[float] = []
+    unit = 1.0
     if rounds is None:  # early stopping on the validation window picks the rounds
         train_set = _dataset(training, names)
         val_set = lightgbm.Dataset(
@@ -238,12 +266,12 @@ def fit_ranker(
         curve = [float(v) for v in evals["val"]["ndcg@10"]]
         rounds = int(booster.best_iteration or len(curve))
         pred = booster.predict(val.select(names).to_numpy().astype(np.float32), num_iteration=rounds)
-        boost, boost_curve = boost_from_validation(val, pred, cfg.label_gain)
+        boost, boost_curve, unit = boost_from_validation(val, pred, cfg.label_gain)
     else:
         boost, boost_curve = new_item_boost, []
     final = lightgbm.train(params, _dataset(frames, names), num_boost_round=rounds)
     importance = dict(zip(names, (float(v) for v in final.feature_importance("gain")), strict=True))
-    return RankerFit(final, names, rounds, curve[rounds - 1] if curve else float("nan"), curve, train_rows, val.height, importance, boost, boost_curve)
+    return RankerFit(final, names, rounds, curve[rounds - 1] if curve else float("nan"), curve, train_rows, val.height, importance, boost, boost_curve, unit)
 
 
 class RankedRecommender:
