@@ -3,11 +3,14 @@
 Sets up what it needs once (generates `small` and embeds its photos as benchmarks/train.py
 does, trains a short two-tower and a fast ranker; all re-used on later runs, under
 ``WORKDIR/bench-rank``), then scores users at the test cutoff in chunks, the way a batch
-job serves the ranker: sources -> union -> pair_features -> booster.predict -> top-k
+job serves the ranker: sources -> union -> pair_features -> RankedRecommender.predict -> top-k
 (``RankedRecommender.top_k``). Each scoring run is its own process, so its peak RSS is its
 own; RSS is sampled every 5 ms while it scores. Runs:
 
 - the chunked top-k path for half the users and for all of them (RSS must not grow);
+- all the users on two processes at once, one thread each, every other chunk each: what
+  ``stylerec candidates --rank --nproc 2`` does on a 2-core machine (``--no-two-processes``
+  skips it);
 - the evaluation path (``RankedRecommender.scores``, a dense (users x items) matrix per
   chunk, then ``recsys.evaluate.top_k``) on the first chunks, whose ranked scores are
   compared with the top-k path's;
@@ -118,7 +121,7 @@ from pipelines import env
 env.setup()
 import numpy as np
 root, folder, n_users, chunk, k, mode, out = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], Path(sys.argv[7])
-RANK, ranker_file = json.loads(sys.argv[8]), sys.argv[9]
+RANK, ranker_file, rank, world = json.loads(sys.argv[8]), sys.argv[9], int(sys.argv[10]), int(sys.argv[11])
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -156,6 +159,8 @@ t = time.perf_counter()
 gen.at(cutoff)  # every source fitted on the events before the cutoff (once per time)
 fit_s = time.perf_counter() - t
 users = np.arange(min(n_users, fs.n_users))
+# this process's chunks: every world-th from the rank-th, as `candidates --nproc` splits the parts
+users = np.concatenate([users[s : s + chunk] for s in range(rank * chunk, len(users), world * chunk)] or [users[:0]])
 res = {"mode": mode, "users": int(len(users)), "n_items": int(fs.items.n), "fit_sources_s": fit_s, "rss_before_mb": rss() / 2**20}
 stages = dict.fromkeys(("sources", "union", "features", "predict", "top-k"), 0.0)
 pairs = 0
@@ -176,7 +181,7 @@ for s in range(0, len(users), chunk):
     t = time.perf_counter(); per = gen.per_source(batch, cutoff); stages["sources"] += time.perf_counter() - t
     t = time.perf_counter(); union = candidate_union(batch, per); stages["union"] += time.perf_counter() - t
     t = time.perf_counter(); frame = pair_features(fs, union, cutoff, ctx); stages["features"] += time.perf_counter() - t
-    t = time.perf_counter(); pred = booster.predict(frame.select(rec.fit.features).to_numpy().astype(np.float32)); stages["predict"] += time.perf_counter() - t
+    t = time.perf_counter(); pred = rec.predict(frame); stages["predict"] += time.perf_counter() - t
     from recsys.rank.ranker import union_top_k
     t = time.perf_counter(); items, best = union_top_k(batch, frame["u"].to_numpy(), frame["i"].to_numpy(), pred, k); stages["top-k"] += time.perf_counter() - t
     pairs += frame.height
@@ -191,14 +196,34 @@ print(json.dumps(res))
 """
 
 
-def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: int, mode: str, out: Path, code: Path | None = None) -> dict:
-    """One scoring run in its own process; ``code``: a checkout to import the project from."""
-    cmd = [sys.executable, "-c", CHILD, str(root.resolve()), str(folder.resolve()), str(users), str(chunk), str(k), mode, str(out), json.dumps(RANK), ranker_file]
-    env_vars = {**os.environ, "PYTHONPATH": str(code)} if code else None
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env_vars)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: int, mode: str, out: Path, code: Path | None = None, world: int = 1) -> dict:
+    """One scoring run in its own process (``code``: a checkout to import the project from);
+    with ``world`` > 1, that many processes at once, each one thread (OMP_NUM_THREADS=1, as
+    torchrun gives its ranks) and every world-th chunk, as `candidates --rank --nproc`
+    splits the users. Their run: all their users over the slowest one's time, RSS summed."""
+    env_vars = {**os.environ, **({"PYTHONPATH": str(code)} if code else {}), **({"OMP_NUM_THREADS": "1"} if world > 1 else {})}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(root.resolve()), str(folder.resolve()), str(users), str(chunk), str(k), mode, str(out.with_suffix(f".{r}.npy") if world > 1 else out),
+             json.dumps(RANK), ranker_file, str(r), str(world)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=code, env=env_vars,
+        )
+        for r in range(world)
+    ]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{mode} run failed:\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    if world == 1:
+        return results[0]
+    seconds = max(r["seconds"] for r in results)
+    total = sum(r["users"] for r in results)
+    return {
+        **results[0], "users": total, "seconds": seconds, "users_per_s": total / seconds, "stages": {n: max(r["stages"][n] for r in results) for n in results[0]["stages"]},
+        **{key: sum(r[key] for r in results) for key in ("rss_before_mb", "peak_rss_scoring_mb", "peak_rss_process_mb")},
+    }
 
 
 def main() -> None:
@@ -209,6 +234,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
+    parser.add_argument("--no-two-processes", dest="two_processes", action="store_false", help="skip the run of all users on two processes")
     parser.add_argument("--baseline-rev", default="7a18767", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
     args = parser.parse_args()
     import numpy as np
@@ -226,6 +252,7 @@ def main() -> None:
         ranker = meta["ranker_file"]
         full = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "full.npy")
         half = run(root, folder, ranker, full["users"] // 2, args.chunk, args.k, "top_k", tmp / "half.npy")
+        ranks = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "ranks.npy", world=2) if args.two_processes else None
         base = before = None
         if args.baseline_chunks:
             base = run(root, folder, ranker, args.baseline_chunks * args.chunk, args.chunk, args.k, "dense", tmp / "dense.npy")
@@ -248,6 +275,7 @@ def main() -> None:
     names = list(full["stages"])
     print(f"{'run':<30}{'users':>8}{'users/s':>10}{'vs before':>10}" + "".join(f"{n + ' s':>12}" for n in names) + f"{'RSS before':>12}{'peak scoring':>14}{'peak process':>14}")
     runs = [("top_k, all users", full), ("top_k, half the users", half)]
+    runs += [("top_k, all users, 2 processes", ranks)] if ranks else []
     runs += [("dense scores + top_k", base)] if base else []
     runs += [(f"before ({args.baseline_rev}), top_k", before)] if before else []
     for label, r in runs:  # the ratio: to the baseline's users/s (its run: the half run's users)

@@ -25,14 +25,18 @@ model_option = click.option(
 )
 
 
-def _default_model(model_uri: str | None, echo: bool = True) -> str:
-    """``--model`` as given, or the serving default (production when it exists, else champion), said aloud."""
-    if model_uri is not None:
-        return model_uri
-    uri = tracking.serving_alias_uri(tracking.MODEL_NAME)
+def _serving_uri(uri: str | None, model_name: str = tracking.MODEL_NAME, echo: bool = True) -> str:
+    """``uri`` as given, or the serving default of the registered ``model_name`` (production
+    when registered, else champion), said aloud (``--model``, ``--ranker``)."""
+    if uri is not None:
+        return uri
+    resolved = tracking.serving_alias_uri(model_name)
     if echo:
-        click.echo(f"model: {uri} (the default: {tracking.PRODUCTION!r} when registered, else {tracking.CHAMPION!r})")
-    return uri
+        what = "ranker" if model_name == tracking.RANKER_NAME else "model"
+        click.echo(f"{what}: {resolved} (the default: {tracking.PRODUCTION!r} when registered, else {tracking.CHAMPION!r})")
+    return resolved
+
+
 index_kind_choice = click.Choice(["auto", "flat", "ivf", "hnsw"])
 
 
@@ -55,7 +59,7 @@ def _index_config(kind: str, k: int, target: float) -> IndexConfig:
 def index_build(ctx, dataset, model_uri, kind, k, target_recall):
     """Build (and tune) the index for DATASET's items under MODEL."""
     ds = load_ds(ctx, dataset)
-    lm = tracking.load_served_model(ds, _default_model(model_uri))
+    lm = tracking.load_served_model(ds, _serving_uri(model_uri))
     folder = index_dir(ctx.obj["workdir"], ds.manifest.name, lm.version)
     idx, _ = build_or_load_index(lm, folder, _index_config(kind, k, target_recall), rebuild=True)
     m = idx.manifest
@@ -70,7 +74,7 @@ def index_add_items(ctx, dataset, model_uri):
     """Embed items that arrived after training (content only) and add them to the index."""
     ds = load_ds(ctx, dataset)
     try:
-        lm = tracking.load_served_model(ds, _default_model(model_uri), allow_new_items=True)
+        lm = tracking.load_served_model(ds, _serving_uri(model_uri), allow_new_items=True)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
     folder = index_dir(ctx.obj["workdir"], ds.manifest.name, lm.version)
@@ -98,12 +102,12 @@ def index_add_items(ctx, dataset, model_uri):
     "a list of {feature, contribution} structs, largest |contribution| first (LightGBM pred_contrib; all contributions plus the bias sum to score)",
 )
 @click.option("--index-kind", type=index_kind_choice, default="auto", show_default=True)
-@click.option("--nproc", type=click.IntRange(min=1), default=None, help="split the users between N ranks of this machine (torchrun); not with --rank")
+@click.option("--nproc", type=click.IntRange(min=1), default=None, help="split the users between N ranks of this machine (torchrun)")
 @click.option(
     "--rank", "ranked", is_flag=True,
     help="write the ranked lists instead: the union of the ranker's candidate sources re-ordered by the registered ranker "
-    "(score = its raw score, sources = the sources that returned the item); the ranker brings its own two-tower, so --model, --index-kind, "
-    "--steer-style-item and --nproc do not apply [default --out: <workdir>/candidates/<dataset>-ranked]",
+    "(score = its raw score, sources = the sources that returned the item); the ranker brings its own two-tower, so --model, --index-kind "
+    "and --steer-style-item do not apply [default --out: <workdir>/candidates/<dataset>-ranked]",
 )
 @click.option("--ranker", "ranker_uri", default=None, help=f"the registered ranker --rank serves [default: models:/{tracking.RANKER_NAME}@{tracking.PRODUCTION} when registered, else @{tracking.CHAMPION}]")
 @click.pass_context
@@ -112,17 +116,20 @@ def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exc
     (user_id, rank, item_id, score, model_version; with --rank also sources).
 
     Started by torchrun (or with --nproc N), each rank writes its share of the parts."""
-    if ranked:
-        if nproc is not None or steer_style_item is not None:
-            raise click.UsageError("--rank serves the ranked lists in one process without steering: drop --nproc / --steer-style-item")
-        _ranked_candidates(ctx, dataset, ranker_uri, k, out, chunk_size, keep_bought, exclude, explain)
-        return
+    if ranked and steer_style_item is not None:
+        raise click.UsageError("--rank serves the ranked lists without steering: drop --steer-style-item")
+    if ranked and nproc is not None:
+        # every rank must serve the same ranker: the default is resolved once, here
+        ctx.params["ranker_uri"] = _serving_uri(ranker_uri, tracking.RANKER_NAME)
     if nproc is not None:
         args = ["--workdir", str(ctx.obj["workdir"]), "candidates", *_forwarded(ctx)]
         ctx.exit(launch(nproc, "pipelines.cli", args))
     ranks = DistContext.from_env(backend="gloo")
     try:
-        _candidates(ctx, ranks, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind)
+        if ranked:
+            _ranked_candidates(ctx, ranks, dataset, ranker_uri, k, out, chunk_size, keep_bought, exclude, explain)
+        else:
+            _candidates(ctx, ranks, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind)
     finally:
         ranks.close()
 
@@ -133,7 +140,7 @@ def _forwarded(ctx: click.Context) -> list[str]:
     args.append(params["dataset"])
     for param in ctx.command.params:
         name, value = param.name, params.get(param.name)
-        if name in ("dataset", "nproc", "ranked", "ranker_uri") or value is None or value is False:
+        if name in ("dataset", "nproc") or value is None or value is False:
             continue
         flag = param.opts[0]
         args += [flag] if value is True else [flag, str(value)]
@@ -143,7 +150,7 @@ def _forwarded(ctx: click.Context) -> list[str]:
 def _candidates(ctx, ranks: DistContext, dataset, model_uri, k, out, chunk_size, keep_bought, exclude, steer_style_item, steer, explain, index_kind):
     try:
         ds = load_ds(ctx, dataset)
-        lm = tracking.load_served_model(ds, _default_model(model_uri, echo=ranks.is_main))
+        lm = tracking.load_served_model(ds, _serving_uri(model_uri, echo=ranks.is_main))
         excluded, unknown, sha = read_exclusions(Path(exclude) if exclude else None, lm.fs)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -172,30 +179,32 @@ def _candidates(ctx, ranks: DistContext, dataset, model_uri, k, out, chunk_size,
     )
 
 
-def _ranked_candidates(ctx, dataset, ranker_uri, k, out, chunk_size, keep_bought, exclude, explain) -> None:
-    """`candidates --rank`: the registered ranker's lists for every user."""
+def _ranked_candidates(ctx, ranks: DistContext, dataset, ranker_uri, k, out, chunk_size, keep_bought, exclude, explain) -> None:
+    """`candidates --rank`: the registered ranker's lists for every user; under torchrun each
+    rank loads the ranker and fits its sources, and writes its share of the parts."""
     from pipelines.ranker_store import load_ranker
     from recsys.rank.serving import generate_ranked_candidates
 
     try:
         ds = load_ds(ctx, dataset)
-        if ranker_uri is None:
-            ranker_uri = tracking.serving_alias_uri(tracking.RANKER_NAME)
-            click.echo(f"ranker: {ranker_uri} (the default: {tracking.PRODUCTION!r} when registered, else {tracking.CHAMPION!r})")
-        served = load_ranker(ds, ranker_uri)
+        served = load_ranker(ds, _serving_uri(ranker_uri, tracking.RANKER_NAME, echo=ranks.is_main))
         excluded, unknown, sha = read_exclusions(Path(exclude) if exclude else None, served.fs)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
-    if unknown:
+    if unknown and ranks.is_main:
         click.echo(f"exclusion list: {unknown:,} item id(s) not in the catalogue (ignored)")
-    click.echo(f"ranker {served.version} over two-tower {served.two_tower.version}; sources {', '.join(served.recommender.gen.source_names)}")
+    if ranks.is_main:
+        click.echo(f"ranker {served.version} over two-tower {served.two_tower.version}; sources {', '.join(served.recommender.gen.source_names)}")
     out = Path(out) if out else ctx.obj["workdir"] / "candidates" / f"{ds.manifest.name}-ranked"
     job = CandidateJob(k, chunk_size, not keep_bought, None, 0.0, explain, sha)
     try:
-        with folder_lock(out, what="stylerec candidates"):
-            summary = generate_ranked_candidates(served, out, job, excluded)
+        # one writer per --out folder (several ranks of one job share it: only a lone process locks it)
+        with folder_lock(out, what="stylerec candidates") if ranks.world_size == 1 else contextlib.nullcontext():
+            summary = generate_ranked_candidates(served, out, job, excluded, ranks=ranks)
     except (CandidateJobError, FolderLockError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if not ranks.is_main:
+        return
     params = {**{f"job.{key}": v for key, v in asdict(job).items()}, "ranker_version": served.version, "model_version": served.two_tower.version, "out": str(out)}
     uri = tracking.log_candidates(ds.manifest.name, params, summary)
     click.echo(

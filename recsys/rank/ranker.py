@@ -288,8 +288,8 @@ class RankedRecommender:
         model = self.fit.model
         if hasattr(model, "predict_frame"):  # a model that needs the ids too (recsys/rank/dcn.py)
             score = model.predict_frame(frame)
-        else:
-            score = model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+        else:  # on every core OpenMP gives (OMP_NUM_THREADS): rows score independently, so the scores do not depend on it
+            score = model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32), num_threads=0)
         if self.fit.new_item_boost:
             score = score + self.fit.new_item_boost * (frame[ITEM_EVENTS] == 0).to_numpy()
         return score

@@ -125,7 +125,7 @@ def ranked_part(served: ServedRanker, users: np.ndarray, job: CandidateJob, excl
     if job.explain:
         rows = top["_row"].to_numpy()
         x = frame.select(rec.fit.features).to_numpy().astype(np.float32)
-        contrib = rec.fit.model.predict(x[rows], pred_contrib=True)
+        contrib = rec.fit.model.predict(x[rows], pred_contrib=True, num_threads=0)
         # the new-item boost is part of the score: one more "feature" (before the bias column)
         boost = rec.fit.new_item_boost * (frame[ITEM_EVENTS].to_numpy()[rows] == 0)
         contrib = np.insert(contrib, contrib.shape[1] - 1, boost, axis=1)
