@@ -14,7 +14,7 @@ from data.dataset import DatasetError
 from data.validate import ValidatedDataset
 from pipelines import tracking
 from pipelines.common import load_ds
-from pipelines.ranker_store import CONFIG_ARTIFACT
+from pipelines.ranker_store import CODE_TAG, CONFIG_ARTIFACT
 from recsys.config import ConfigError
 from recsys.evaluate import load_ground_truth
 from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
@@ -76,11 +76,13 @@ def _register(
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from recsys.training_run import ranking_code_sha256
+
     version = mlflow.register_model(model_uri, RANKER_NAME)
     protocol = validation_protocol(window_two_tower)
     tags = (
         (METRIC_TAG, f"{val_ndcg:.6f}"), ("run_id", run_id), ("dataset_fingerprint", fingerprint), ("two_tower", two_tower_version), ("config_sha256", config_sha256),
-        (NEW_ITEM_BOOST, repr(float(new_item_boost))), (VALIDATION_TAG, protocol),
+        (NEW_ITEM_BOOST, repr(float(new_item_boost))), (VALIDATION_TAG, protocol), (CODE_TAG, ranking_code_sha256()),
     )
     for key, value in tags:
         client.set_model_version_tag(RANKER_NAME, version.version, key, value)

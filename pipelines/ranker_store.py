@@ -10,6 +10,7 @@ from pipelines import tracking
 from recsys.rank.config import RankConfigError, load_rank_config
 from recsys.rank.ranker import NEW_ITEM_BOOST
 
+CODE_TAG = "code_sha256"  # a registered ranker's training code (recsys.training_run.ranking_code_sha256)
 CONFIG_ARTIFACT = "rank_config.json"  # the RankConfig of a ranker's run (rank_job logs it)
 # settings added after rankers were registered, read from a config that lacks them as those
 # rankers were trained: item-CF kept every neighbour (more than any catalogue holds)
@@ -87,16 +88,19 @@ def load_ranker(ds, uri: str = tracking.RANKER_CHAMPION_URI):
 
 def find_ranker(dataset_fingerprint: str, config_sha256: str, two_tower_version: str):
     """The newest registered ranker trained on this dataset with this config over this
-    two-tower version (``stylerec/3``), or None."""
+    two-tower version (``stylerec/3``) by this code (tag ``CODE_TAG``), or None."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+
+    from recsys.training_run import ranking_code_sha256
 
     tracking.use_store()
     try:
         versions = MlflowClient().search_model_versions(f"name='{tracking.RANKER_NAME}'")
     except MlflowException:
         return None
-    want = {"dataset_fingerprint": dataset_fingerprint, "config_sha256": config_sha256, "two_tower": two_tower_version}
+    # and trained by this code: a ranker of older code is not what this code would train
+    want = {"dataset_fingerprint": dataset_fingerprint, "config_sha256": config_sha256, "two_tower": two_tower_version, CODE_TAG: ranking_code_sha256()}
     # an evaluated ranker only: a deploy-mode version (alias production) is not the demo's to re-use
     matching = [v for v in versions if all(v.tags.get(k) == value for k, value in want.items()) and v.tags.get(tracking.DEPLOY_TAG) != "true"]
     return max(matching, key=lambda v: int(v.version), default=None)

@@ -76,15 +76,26 @@ def _code_files(root: Path, name: str) -> list[Path]:
     return sorted(package.glob("*.py")) if package.is_dir() else [root / f"{name}.py"]
 
 
-def training_code_sha256() -> str:
+def code_sha256(names: tuple[str, ...]) -> str:
+    """Fingerprint of the ``recsys`` modules and packages ``names``."""
     import recsys
 
     root = Path(recsys.__file__).parent
     digest = hashlib.sha256()
-    for name in _TRAINING_CODE:
+    for name in names:
         for path in _code_files(root, name):
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def training_code_sha256() -> str:
+    return code_sha256(_TRAINING_CODE)
+
+
+def ranking_code_sha256() -> str:
+    """The code a ranker is trained by: the two-tower's (its windows train their own), the
+    ranking stage and the ALS source."""
+    return code_sha256((*_TRAINING_CODE, "rank", "baselines"))
 
 
 def style_encoder_identity(dataset_root: Path | None = None) -> dict:

@@ -144,6 +144,29 @@ def test_a_ranker_names_its_two_tower():
     assert two_tower_uri("bundle-0123456789ab") is None and two_tower_uri("") is None
 
 
+def test_the_demo_reuses_a_ranker_only_of_this_code(mlflow_store):
+    import lightgbm
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.ranker_store import CODE_TAG, find_ranker
+    from pipelines.tracking import RANKER_NAME
+    from recsys.training_run import ranking_code_sha256
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    booster = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1}, lightgbm.Dataset(x, x[:, 0]), 2)
+    with mlflow.start_run():
+        uri = mlflow.lightgbm.log_model(booster, name="model").model_uri
+    version = mlflow.register_model(uri, RANKER_NAME).version
+    client = MlflowClient()
+    for key, value in {"dataset_fingerprint": "fp", "config_sha256": "cfg", "two_tower": "stylerec/1", CODE_TAG: ranking_code_sha256()}.items():
+        client.set_model_version_tag(RANKER_NAME, version, key, value)
+    assert find_ranker("fp", "cfg", "stylerec/1").version == version
+    assert find_ranker("fp", "other config", "stylerec/1") is None
+    client.set_model_version_tag(RANKER_NAME, version, CODE_TAG, "0" * 64)  # registered by other code
+    assert find_ranker("fp", "cfg", "stylerec/1") is None
+
+
 def test_a_ranker_logged_before_item_cf_was_pruned_is_served_unpruned(tiny_features):
     from pipelines.ranker_store import logged_config
     from recsys.rank.config import RankConfig
