@@ -97,6 +97,22 @@ def test_item_cf_keeps_each_items_nearest_neighbours(tiny_features):
     assert history.nnz < sp.csr_matrix(full.scores(users, time) != 0).nnz  # fewer items reached
 
 
+def test_item_cf_built_by_blocks_of_items_is_the_whole_cosine_matrix(tiny_features):
+    fs, time = tiny_features, tiny_features.time_of("test")
+    sel = fs.ev_ts < time
+    x = (sp.csr_matrix((np.ones(int(sel.sum())), (fs.ev_user[sel], fs.ev_item[sel])), shape=(fs.n_users, fs.items.n)) > 0).astype(np.float64)
+    co = (x.T @ x).toarray()
+    norm = 1.0 / np.sqrt(np.maximum(np.diag(co), 1.0))
+    cosine = co * norm[:, None] * norm[None, :]
+    np.fill_diagonal(cosine, 0.0)
+    step = 7  # items per block: many blocks, the last one short
+    for neighbours in (None, 5):
+        whole = ItemCF(20, neighbours).fit(fs, time).co
+        blocked = ItemCF(20, neighbours, block_cells=step * fs.items.n).fit(fs, time).co
+        assert fs.items.n % step and (whole != blocked).nnz == 0 and whole.nnz == blocked.nnz
+    np.testing.assert_allclose(ItemCF(20, None, block_cells=step * fs.items.n).fit(fs, time).co.toarray(), cosine, rtol=1e-6, atol=1e-7)
+
+
 def test_user_vectors_and_profiles_are_kept_for_the_last_batch_only(tiny_features):
     from recsys.features import events
     import torch

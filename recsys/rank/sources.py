@@ -254,18 +254,29 @@ class ItemCF:
 
     recent: int
     neighbours: int | None  # None: every co-occurring item
+    block_cells: int = 1 << 24  # items per block of the co-occurrence matrix: this many cells / the catalogue
 
     def fit(self, fs: FeatureSet, before: int) -> ItemCF:
+        """The cosine matrix, built and pruned a block of items (rows) at a time, so that
+        memory is bounded by a block's co-occurrences and the kept neighbours rather than by
+        every co-occurring pair of the catalogue."""
         sel = fs.ev_ts < before
         x = sp.csr_matrix((np.ones(int(sel.sum()), np.float32), (fs.ev_user[sel], fs.ev_item[sel])), shape=(fs.n_users, fs.items.n))
         x.data[:] = 1.0  # duplicates summed: binarise
-        co = (x.T @ x).tocsr()
-        counts = np.asarray(co.diagonal(), np.float64)
-        co.setdiag(0)
-        co.eliminate_zeros()
+        counts = np.diff(x.tocsc().indptr).astype(np.float64)  # users per item: the diagonal of x.T @ x
         norm = 1.0 / np.sqrt(np.maximum(counts, 1.0))
-        co = (sp.diags(norm) @ co @ sp.diags(norm)).tocsr().astype(np.float32)
-        self.co = co if self.neighbours is None else top_k_per_row(co, self.neighbours)
+        xt = x.T.tocsr()
+        n = fs.items.n
+        step = max(1, self.block_cells // max(n, 1))
+        blocks = []
+        for lo in range(0, n, step):
+            co = (xt[lo : lo + step] @ x).tocsr()
+            rows = np.arange(co.shape[0])
+            co = co - sp.csr_matrix((counts[lo : lo + len(rows)].astype(np.float32), (rows, lo + rows)), shape=co.shape)  # not its own neighbour
+            co.eliminate_zeros()
+            co = (sp.diags(norm[lo : lo + len(rows)]) @ co @ sp.diags(norm)).tocsr().astype(np.float32)
+            blocks.append(co if self.neighbours is None else top_k_per_row(co, self.neighbours, self.block_cells))
+        self.co = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n, n), dtype=np.float32)
         self.fs = fs
         return self
 
