@@ -134,6 +134,14 @@ def candidates_cmd(ctx, dataset, model_uri, k, out, chunk_size, keep_bought, exc
         ranks.close()
 
 
+def _job_lock(out: Path, ranks: DistContext):
+    """One job per --out folder: rank 0 (or the lone process) holds the folder's lock from
+    before the job is pinned until every rank is done (the summary waits for them all); the
+    other ranks of the same job share the folder. Another job's rank 0 then stops with the
+    holder's PID, and its other ranks never start writing (they wait for it to pin the job)."""
+    return folder_lock(out, what="stylerec candidates") if ranks.is_main else contextlib.nullcontext()
+
+
 def _forwarded(ctx: click.Context) -> list[str]:
     """This command's arguments as given, less --nproc (for the torchrun relaunch)."""
     args, params = [], ctx.params
@@ -164,8 +172,7 @@ def _candidates(ctx, ranks: DistContext, dataset, model_uri, k, out, chunk_size,
     out = Path(out) if out else ctx.obj["workdir"] / "candidates" / ds.manifest.name
     job = CandidateJob(k, chunk_size, not keep_bought, steer_style_item, steer if steer_style_item else 0.0, explain, sha)
     try:
-        # one writer per --out folder (several ranks of one job share it: only a lone process locks it)
-        with folder_lock(out, what="stylerec candidates") if ranks.world_size == 1 else contextlib.nullcontext():
+        with _job_lock(out, ranks):
             summary = generate_candidates(lm, idx, out, job, excluded, ranks=ranks)
     except (CandidateJobError, FolderLockError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -198,8 +205,7 @@ def _ranked_candidates(ctx, ranks: DistContext, dataset, ranker_uri, k, out, chu
     out = Path(out) if out else ctx.obj["workdir"] / "candidates" / f"{ds.manifest.name}-ranked"
     job = CandidateJob(k, chunk_size, not keep_bought, None, 0.0, explain, sha)
     try:
-        # one writer per --out folder (several ranks of one job share it: only a lone process locks it)
-        with folder_lock(out, what="stylerec candidates") if ranks.world_size == 1 else contextlib.nullcontext():
+        with _job_lock(out, ranks):
             summary = generate_ranked_candidates(served, out, job, excluded, ranks=ranks)
     except (CandidateJobError, FolderLockError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -292,6 +292,16 @@ def test_new_item_boost_lifts_new_items_only_when_validation_says_so():
     assert boost == 0.0
 
 
+def test_style_groups_are_kept_per_feature_set(tiny_features):
+    fs = tiny_features
+    ctx = FeatureContext(np.full(fs.items.n, np.nan))
+    groups = ctx.style_cluster(fs)
+    assert ctx.style_cluster(fs) is groups and len(np.unique(groups)) > 1  # computed once
+    unstyled = dataclasses.replace(fs, items=dataclasses.replace(fs.items, has_style=np.zeros(fs.items.n, bool)))
+    assert (ctx.style_cluster(unstyled) == 1).all()  # another feature set: its own groups (no style vector: one group)
+    assert ctx.style_cluster(fs) is not groups and (ctx.style_cluster(fs) == groups).all()
+
+
 def test_bagged_argmax_is_steadier_than_the_argmax_it_averages():
     from recsys.rank.ranker import bagged_argmax
 

@@ -217,6 +217,11 @@ def test_ranked_lists_served_simulated_and_evaluated(tiny_embedded, tmp_path, ml
     assert json.loads((out / "_job.json").read_text())["ranker_version"] == "stylerec-ranker/1"
     # two ranks (torchrun) write the same lists as one process, each its share of the parts
     out2 = tmp_path / "ranked-2"
+    from data.io import folder_lock
+
+    with folder_lock(out2, what="another job"):  # not while another job holds the folder
+        result = runner.invoke(cli, [*wd, "candidates", str(root), "--rank", "--k", "10", "--chunk-size", "128", "--out", str(out2), "--nproc", "2"])
+    assert result.exit_code != 0 and not list(out2.glob("part-*.parquet"))
     result = runner.invoke(cli, [*wd, "candidates", str(root), "--rank", "--k", "10", "--explain", "--chunk-size", "128", "--out", str(out2), "--nproc", "2"])
     assert result.exit_code == 0, result.output
     df2 = pl.read_parquet(out2 / "part-*.parquet")

@@ -36,17 +36,18 @@ class FeatureContext:
     max_sim_history: int = 20
     smoothing: float = 20.0  # pseudo-views of the smoothed view->purchase rate
     style_clusters: int = 32  # k-means groups of the catalogue's style vectors (the user's style shares)
-    _clusters: np.ndarray | None = None
+    _clusters: tuple | None = field(default=None, repr=False, compare=False)  # (the feature set, its items' style groups)
     # per-time statistics of the whole log (item popularity, user paid price...), kept for the
     # last query time: chunks of users at one time compute them once
     _per_time: dict = field(default_factory=dict, repr=False, compare=False)
 
     def style_cluster(self, fs: FeatureSet) -> np.ndarray:
         """Each item's style group (k-means over the items with a style vector; the items
-        without one form the last group), computed once: image content only, no events."""
-        if self._clusters is None:
-            self._clusters = style_groups(fs.items.style, fs.items.has_style, self.style_clusters)
-        return self._clusters
+        without one form the last group), computed once per feature set: image content
+        only, no events."""
+        if self._clusters is None or self._clusters[0] is not fs:
+            self._clusters = (fs, style_groups(fs.items.style, fs.items.has_style, self.style_clusters))
+        return self._clusters[1]
 
 
 def whiten(vectors: np.ndarray, dims: int, min_variance: float = 1e-3) -> np.ndarray:
