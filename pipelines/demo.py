@@ -34,7 +34,7 @@ from recsys.rank.config import RankConfig, load_rank_config
 from recsys.rank.run import format_recall, format_test
 from recsys.reporting import format_metrics
 from recsys.serving import CandidateJob, LoadedModel, build_or_load_index, generate_candidates
-from recsys.training_run import run_key
+from recsys.training_run import run_key, split_identity
 from style.embeddings import STYLE_DIR, embed_catalogue
 from style.encoder import MagentaStyleEncoder
 from style.transfer import MagentaStyleTransfer
@@ -90,9 +90,9 @@ def style_stages(ds: ValidatedDataset) -> Path:
 
 
 def train_or_reuse(ds: ValidatedDataset, config, wd: Path) -> tuple[str, str]:
-    """The registered model of this dataset, config and encoders, trained if there is none; (model URI, train run)."""
+    """The registered model of this dataset, split, config and encoders, trained if there is none; (model URI, train run)."""
     with _stage("train the two-tower model (MLflow experiment stylerec/offline-eval)"):
-        earlier = tracking.find_trained(ds.manifest.fingerprint, run_key(ds, config))
+        earlier = tracking.find_trained(ds.manifest.fingerprint, run_key(ds, config), split_identity(load_or_create_split(ds)))
         if earlier is not None:
             version, train_run = str(earlier.version), earlier.tags.get("run_id", "?")
             click.echo(f"re-using {tracking.MODEL_NAME} version {version}, trained on this dataset with this config (validation Recall@50 {float(earlier.tags['val_recall_50']):.4f}); `stylerec train` trains anew")

@@ -72,9 +72,12 @@ def is_better(score: float | None, champion: float | None) -> bool:
     return not _finite(champion) or score > champion
 
 
-def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: float, dataset_fingerprint: str, config_sha256: str = "") -> tuple[str, bool]:
-    """Register ``model_uri`` as a version of ``stylerec``; move ``champion`` to it only if it
-    beats the current champion on validation Recall@50. Returns (version, promoted)."""
+def register_and_promote(
+    client, model_uri: str, run_id: str, val_recall_50: float, dataset_fingerprint: str, config_sha256: str = "", split: str = "",
+) -> tuple[str, bool]:
+    """Register ``model_uri`` as a version of ``stylerec`` (tags: its dataset, run key and
+    ``split`` identity); move ``champion`` to it only if it beats the current champion on
+    validation Recall@50. Returns (version, promoted)."""
     import mlflow
 
     version = mlflow.register_model(model_uri, MODEL_NAME)
@@ -82,6 +85,7 @@ def register_and_promote(client, model_uri: str, run_id: str, val_recall_50: flo
     client.set_model_version_tag(MODEL_NAME, version.version, "dataset_fingerprint", dataset_fingerprint)
     client.set_model_version_tag(MODEL_NAME, version.version, "run_id", run_id)
     client.set_model_version_tag(MODEL_NAME, version.version, "config_sha256", config_sha256)
+    client.set_model_version_tag(MODEL_NAME, version.version, SPLIT_TAG, split)
     current = champion_score(client)
     promoted = is_better(val_recall_50, current)
     if promoted:
@@ -180,8 +184,9 @@ def served_run_config(model_uri: str):
     return load_run_config(None, saved) if saved else None
 
 
-def find_trained(dataset_fingerprint: str, config_sha256: str):
-    """The newest registered version trained on this dataset with this config, or None."""
+def find_trained(dataset_fingerprint: str, config_sha256: str, split: str | None = None):
+    """The newest registered version trained on this dataset with this config (and, when
+    given, on this ``split``: recsys.training_run.split_identity), or None."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -193,6 +198,7 @@ def find_trained(dataset_fingerprint: str, config_sha256: str):
     matching = [
         v for v in versions
         if v.tags.get("dataset_fingerprint") == dataset_fingerprint and v.tags.get("config_sha256") == config_sha256 and v.tags.get(DEPLOY_TAG) != "true"
+        and (split is None or v.tags.get(SPLIT_TAG) == split)
     ]
     return max(matching, key=lambda v: int(v.version), default=None)
 
@@ -282,6 +288,7 @@ def _log_model(result, ds, config, run_id: str, deploy: bool = False):
         )
 
 
+SPLIT_TAG = "split"  # a registered version's split (recsys.training_run.split_identity)
 RUN_KEY_TAG = "stylerec.run_key"  # the checkpoint folder's name: one dataset + split + config
 
 
@@ -309,7 +316,7 @@ def train_and_track(
     touches MLflow, evaluates and registers, the others train and return None."""
     import mlflow
 
-    from recsys.training_run import checkpoint_dir, evaluate_on_test, features_for, run_key, single_process_trainer
+    from recsys.training_run import checkpoint_dir, evaluate_on_test, features_for, run_key, single_process_trainer, split_identity
 
     fs = features_for(ds, config)
     ckpt = checkpoint_dir(workdir, ds, config, fs.split)
@@ -338,7 +345,8 @@ def train_and_track(
             version, promoted = None, False
             if register:
                 version, promoted = register_and_promote(
-                    mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config)
+                    mlflow.tracking.MlflowClient(), info.model_uri, run.info.run_id, result.best_val_recall_50, ds.manifest.fingerprint, run_key(ds, config),
+                    split_identity(fs.split),
                 )
                 mlflow.set_tags({"registered_version": version, "champion": str(promoted)})
     return TrainOutcome(run.info.run_id, result, test, version, promoted, uri)

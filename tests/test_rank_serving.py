@@ -144,27 +144,46 @@ def test_a_ranker_names_its_two_tower():
     assert two_tower_uri("bundle-0123456789ab") is None and two_tower_uri("") is None
 
 
-def test_the_demo_reuses_a_ranker_only_of_this_code(mlflow_store):
+def _registered(name: str, tags: dict[str, str]) -> str:
+    """A version of ``name`` (a two-split LightGBM model: what it holds does not matter) with ``tags``."""
     import lightgbm
     import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking import use_store
+
+    use_store()  # this test's store (MLFLOW_TRACKING_URI), not the one an earlier test pointed MLflow at
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    booster = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1}, lightgbm.Dataset(x, x[:, 0]), 2)
+    with mlflow.start_run():
+        uri = mlflow.lightgbm.log_model(booster, name="model").model_uri
+    version = mlflow.register_model(uri, name).version
+    for key, value in tags.items():
+        MlflowClient().set_model_version_tag(name, version, key, value)
+    return version
+
+
+def test_the_demo_reuses_a_ranker_only_of_this_code(mlflow_store):
     from mlflow.tracking import MlflowClient
 
     from pipelines.ranker_store import CODE_TAG, find_ranker
     from pipelines.tracking import RANKER_NAME
     from recsys.training_run import ranking_code_sha256
 
-    x = np.random.default_rng(0).normal(size=(40, 3))
-    booster = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1}, lightgbm.Dataset(x, x[:, 0]), 2)
-    with mlflow.start_run():
-        uri = mlflow.lightgbm.log_model(booster, name="model").model_uri
-    version = mlflow.register_model(uri, RANKER_NAME).version
-    client = MlflowClient()
-    for key, value in {"dataset_fingerprint": "fp", "config_sha256": "cfg", "two_tower": "stylerec/1", CODE_TAG: ranking_code_sha256()}.items():
-        client.set_model_version_tag(RANKER_NAME, version, key, value)
+    version = _registered(RANKER_NAME, {"dataset_fingerprint": "fp", "config_sha256": "cfg", "two_tower": "stylerec/1", CODE_TAG: ranking_code_sha256()})
     assert find_ranker("fp", "cfg", "stylerec/1").version == version
     assert find_ranker("fp", "other config", "stylerec/1") is None
-    client.set_model_version_tag(RANKER_NAME, version, CODE_TAG, "0" * 64)  # registered by other code
+    MlflowClient().set_model_version_tag(RANKER_NAME, version, CODE_TAG, "0" * 64)  # registered by other code
     assert find_ranker("fp", "cfg", "stylerec/1") is None
+
+
+def test_the_demo_reuses_a_two_tower_only_of_this_split(mlflow_store):
+    from pipelines.tracking import MODEL_NAME, SPLIT_TAG, find_trained
+
+    version = _registered(MODEL_NAME, {"dataset_fingerprint": "fp", "config_sha256": "key", SPLIT_TAG: "split-a"})
+    assert find_trained("fp", "key", "split-a").version == version
+    assert find_trained("fp", "key", "split-b") is None  # the dataset split again: trained anew
+    assert find_trained("fp", "key").version == version  # any split
 
 
 def test_a_ranker_logged_before_item_cf_was_pruned_is_served_unpruned(tiny_features):
