@@ -150,9 +150,9 @@ def _registered(name: str, tags: dict[str, str]) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import use_store
+    from pipelines.tracking import setup
 
-    use_store()  # this test's store (MLFLOW_TRACKING_URI), not the one an earlier test pointed MLflow at
+    setup("stand-ins")  # this test's store (MLFLOW_TRACKING_URI) and an experiment of its own, not an earlier test's
     x = np.random.default_rng(0).normal(size=(40, 3))
     booster = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1}, lightgbm.Dataset(x, x[:, 0]), 2)
     with mlflow.start_run():
