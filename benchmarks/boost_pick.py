@@ -34,10 +34,8 @@ def one_seed(seed: int, models: int, cache: Path | None) -> list[dict]:
     from recsys.config import load_run_config
     from recsys.evaluate import evaluate, load_ground_truth
     from recsys.rank.config import load_rank_config
-    from recsys.rank.features import FeatureContext
     from recsys.rank.ranker import BOOSTS, RankedRecommender, fit_lightgbm, training_frames
-    from recsys.rank.run import EVAL, catalogue_prices, windows_two_tower
-    from recsys.rank.sources import CandidateGenerator
+    from recsys.rank.run import EVAL, ranking_parts, windows_two_tower
 
     root, train_config, overrides = dataset("demo")
     ds = load_dataset(root)
@@ -47,15 +45,9 @@ def one_seed(seed: int, models: int, cache: Path | None) -> list[dict]:
     config = load_rank_config(None, {**overrides, "seed": seed})
     cutoff = fs.time_of("test")
 
-    def parts(tt):
-        gen = CandidateGenerator(fs, config, tt)
-        return gen, FeatureContext(catalogue_prices(ds, fs), two_tower=tt, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
-
     echo = lambda line: print(f"  seed {seed}: {line.strip()}", flush=True)  # noqa: E731
     window_tt = windows_two_tower(ds, fs, config, two_tower, run_config, cutoff, echo)
-    by_model: dict[int, tuple] = {}
-    window_parts = [by_model.setdefault(id(tt), parts(tt)) for tt in window_tt] if window_tt else None
-    gen, ctx = parts(two_tower)
+    gen, ctx, window_parts = ranking_parts(ds, fs, config, two_tower, window_tt)
     frames, val, names = training_frames(gen, ctx, cutoff, window_parts=window_parts)
     tt_cold = evaluate(two_tower, fs, EVAL, truth)["cold_items"]["recall@50"]
     rows = []
@@ -100,8 +92,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.models < 1:
         parser.error(f"--models must be >= 1, got {args.models}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
     rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in seeds:
         rows += one_seed(seed, args.models, Path(args.cache) if args.cache else None)
     print(f"\nStyleMart demo, {len(rows)} rankers (seeds {args.seeds} x {args.models} LightGBM seeds):\n")
     print(summary(rows))

@@ -17,7 +17,7 @@ from recsys.features import FeatureSet
 from recsys.features.items import item_prices
 from recsys.rank.config import RankConfig, RankConfigError
 from recsys.rank.features import STYLE_FEATURES, FeatureContext
-from recsys.rank.ranker import RankedRecommender, RankerFit, fit_ranker
+from recsys.rank.ranker import RankedRecommender, RankerFit, WindowParts, fit_ranker
 from recsys.rank.sources import CandidateGenerator, retrieval_recall, truth_pairs
 
 EVAL = EvalConfig(ks=(10, 50))
@@ -81,6 +81,29 @@ def ablation(name: str, config: RankConfig, two_tower: Recommender | None) -> tu
     raise ValueError(f"unknown ablation {name!r}; choose from {list(ABLATIONS)}")
 
 
+def generator_and_context(ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None) -> tuple[CandidateGenerator, FeatureContext]:
+    """The candidate sources over ``two_tower`` and the pair features' context, as training,
+    evaluation and serving build them."""
+    gen = CandidateGenerator(fs, config, two_tower)
+    return gen, FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
+
+
+def ranking_parts(
+    ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, window_two_tower: list[Recommender] | None = None,
+) -> tuple[CandidateGenerator, FeatureContext, WindowParts | None]:
+    """:func:`generator_and_context` over ``two_tower`` (the ranked lists'), and over each
+    training window's two-tower, one per distinct model (None without ``window_two_tower``:
+    the windows use the ranked lists' own)."""
+    gen, ctx = generator_and_context(ds, fs, config, two_tower)
+    if window_two_tower is None or two_tower is None:
+        return gen, ctx, None
+    by_model: dict[int, tuple[CandidateGenerator, FeatureContext]] = {}
+    for tt in window_two_tower:
+        if id(tt) not in by_model:
+            by_model[id(tt)] = generator_and_context(ds, fs, config, tt)
+    return gen, ctx, [by_model[id(tt)] for tt in window_two_tower]
+
+
 def _ranked(
     ds: ValidatedDataset, fs: FeatureSet, config: RankConfig, two_tower: Recommender | None, exclude: tuple[str, ...], name: str,
     cutoff: int | None = None, rounds: int | None = None, window_two_tower: list[Recommender] | None = None, new_item_boost: float = 0.0,
@@ -92,15 +115,7 @@ def _ranked(
     ``window_two_tower``: the two-tower each training window sees, trained on events before it
     (default ``two_tower``, which, trained up to the cutoff, has seen the windows' labels);
     the ranked lists use ``two_tower``."""
-    def parts(tt: Recommender | None) -> tuple[CandidateGenerator, FeatureContext]:
-        gen = CandidateGenerator(fs, config, tt)
-        return gen, FeatureContext(catalogue_prices(ds, fs), two_tower=tt, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
-
-    gen, ctx = parts(two_tower)
-    window_parts = None
-    if window_two_tower is not None and two_tower is not None:
-        by_model: dict[int, tuple[CandidateGenerator, FeatureContext]] = {}  # one generator per distinct two-tower
-        window_parts = [by_model.setdefault(id(tt), parts(tt)) for tt in window_two_tower]
+    gen, ctx, window_parts = ranking_parts(ds, fs, config, two_tower, window_two_tower)
     fit_cutoff = fs.time_of("test") if cutoff is None else cutoff
     if config.model == "dcn":
         from recsys.rank.dcn import fit_dcn_ranker

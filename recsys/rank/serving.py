@@ -18,10 +18,9 @@ import polars as pl
 from data.validate import ValidatedDataset
 from recsys.features import FeatureSet
 from recsys.rank.config import RankConfig
-from recsys.rank.features import ITEM_EVENTS, FeatureContext, pair_features
+from recsys.rank.features import ITEM_EVENTS, pair_features
 from recsys.rank.ranker import NEW_ITEM_BOOST, RankedRecommender, RankerFit
-from recsys.rank.run import catalogue_prices
-from recsys.rank.sources import CandidateGenerator
+from recsys.rank.run import generator_and_context
 from recsys.serving import CandidateJob, LoadedModel, write_parts
 from recsys.sharding import DistContext
 
@@ -59,8 +58,7 @@ def served_ranker(
     (LightGBM) over ``features`` (its feature names, in its column order) and its new-item
     boost, as training built them."""
     fs = two_tower.fs
-    gen = CandidateGenerator(fs, config, two_tower.recommender)
-    ctx = FeatureContext(catalogue_prices(ds, fs), two_tower=two_tower.recommender, als=gen.sources.get("als"), max_sim_history=config.max_sim_history)
+    gen, ctx = generator_and_context(ds, fs, config, two_tower.recommender)
     n_trees = int(booster.current_iteration())
     fit = RankerFit(booster, list(features), n_trees, math.nan, [], 0, 0, new_item_boost=new_item_boost)
     return ServedRanker(RankedRecommender(gen, ctx, fit, name), two_tower, version)

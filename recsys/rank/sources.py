@@ -263,9 +263,9 @@ class ItemCF:
         sel = fs.ev_ts < before
         x = sp.csr_matrix((np.ones(int(sel.sum()), np.float32), (fs.ev_user[sel], fs.ev_item[sel])), shape=(fs.n_users, fs.items.n))
         x.data[:] = 1.0  # duplicates summed: binarise
-        counts = np.diff(x.tocsc().indptr).astype(np.float64)  # users per item: the diagonal of x.T @ x
-        norm = 1.0 / np.sqrt(np.maximum(counts, 1.0))
         xt = x.T.tocsr()
+        counts = np.diff(xt.indptr).astype(np.float64)  # users per item: the diagonal of x.T @ x
+        norm = 1.0 / np.sqrt(np.maximum(counts, 1.0))
         n = fs.items.n
         step = max(1, self.block_cells // max(n, 1))
         blocks = []
