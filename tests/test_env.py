@@ -43,3 +43,45 @@ def test_the_pyfunc_signature_is_explicit():
     assert sig.inputs.input_names() == ["user_id"]
     assert [(c.name, c.type.name) for c in sig.outputs.inputs] == [("user_id", "string"), ("rank", "long"), ("item_id", "string")]
     assert sig.params.params[0].name == "k" and sig.params.params[0].default == tracking.DEFAULT_K
+
+
+_FREED = """
+import sys
+import numpy as np
+from pipelines import env
+kept = env.keep_freed_memory() if sys.argv[1] == "keep" else False
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+block = np.ones(64 << 20, np.uint8)
+during = rss()
+del block
+print(int(kept), during - rss())
+"""
+
+
+def test_freed_memory_stays_in_the_heap_for_the_next_chunk(tmp_path):
+    """With keep_freed_memory, a freed 64 MB array stays in the process (the next one re-uses
+    it instead of page-faulting fresh memory); by default glibc hands it back at once. An
+    explicit malloc setting of the user's wins."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("needs Linux's /proc")
+    script = tmp_path / "freed.py"
+    script.write_text(_FREED)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+    def run(mode: str, **extra: str) -> tuple[int, int]:
+        out = subprocess.run([sys.executable, str(script), mode], env={**clean, **extra}, capture_output=True, text=True, check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    kept, returned = run("keep")
+    if not kept:
+        pytest.skip("not glibc: mallopt is not there")
+    assert returned < 8 << 20
+    assert run("default")[1] > 48 << 20
+    applied, returned = run("keep", MALLOC_TRIM_THRESHOLD_="131072")
+    assert not applied and returned > 48 << 20
