@@ -86,7 +86,7 @@ class ContentKNN:
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
-        return self.fs.history_profile(users, time, self.vectors) @ self.vectors.T
+        return self.fs.profile_scores(users, time, self.vectors)  # read-only, shared with the ranking stage's similarity features
 
 
 def default_baselines(seed: int = 0) -> list:

@@ -145,10 +145,15 @@ class DenseOnly:
         return self.source.scores(users, time)
 
 
-def test_two_tower_source_via_faiss_returns_the_exact_top_n(tiny_features, query_time):
+@pytest.mark.parametrize("overfetch_quantile", [0.0, 0.9])
+def test_two_tower_source_via_faiss_returns_the_exact_top_n(tiny_features, query_time, overfetch_quantile, monkeypatch):
+    """The FAISS lists equal the dense top-n; with a first search over-fetching by the least
+    any user has seen (quantile 0), most users are searched a second time, and still equal."""
+    import recsys.rank.sources as sources
     from recsys.model import TwoTowerConfig
     from recsys.train import TwoTowerRecommender, build_model
 
+    monkeypatch.setattr(sources, "OVERFETCH_QUANTILE", overfetch_quantile)
     fs = tiny_features
     recommender = TwoTowerRecommender(build_model(fs, TwoTowerConfig(), seed=0), fs)
     users = np.arange(fs.n_users)[::-1]
@@ -221,6 +226,31 @@ def test_pair_features_do_not_peek(tiny_features, query_time):
     # and the features see the past: a later time does change them
     later = pair_features(fs, union, query_time + 7 * DAY, FeatureContext(prices_of(fs), als=gen.sources["als"]))
     assert not np.allclose(later["item_pop_7d"].to_numpy(), full["item_pop_7d"].to_numpy())
+
+
+def test_max_history_similarity_by_hand(tiny_features, query_time, monkeypatch):
+    """style_max_sim: each pair's largest style dot product with the user's last 20 history
+    items that have style (NaN without such history or without the item's style), the same
+    in small blocks of users as in one."""
+    import recsys.rank.features as features
+
+    fs = tiny_features
+    users = np.arange(0, fs.n_users, 2)
+    union = CandidateGenerator(fs, FAST).union(users, query_time)
+    u, i = union["u"].to_numpy(), union["i"].to_numpy()
+    expected = np.full(len(u), np.nan)
+    for row, (user, item) in enumerate(zip(u.tolist(), i.tolist(), strict=True)):
+        before = np.flatnonzero((fs.ev_user == user) & (fs.ev_ts < query_time))
+        history = fs.ev_item[before[np.argsort(fs.ev_ts[before], kind="stable")]][-20:]
+        history = history[fs.items.has_style[history]]
+        if len(history) and fs.items.has_style[item]:
+            expected[row] = (fs.items.style[history] @ fs.items.style[item]).max()
+    ctx = FeatureContext(prices_of(fs))
+    assert np.isfinite(expected).sum() > 100 and np.isnan(expected).any()
+    whole = pair_features(fs, union, query_time, ctx)["style_max_sim"].to_numpy()
+    np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(features, "SIM_BLOCK", 50)  # blocks of a few users
+    np.testing.assert_array_equal(pair_features(fs, union, query_time, ctx)["style_max_sim"].to_numpy(), whole)
 
 
 def test_feature_helpers_by_hand():

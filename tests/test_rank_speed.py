@@ -138,4 +138,9 @@ def test_user_vectors_and_profiles_are_kept_for_the_last_batch_only(tiny_feature
             np.testing.assert_array_equal(kept, events.history_profile(fs, users, t, vectors))
             kept[:] = 0
             np.testing.assert_array_equal(fs.history_profile(users, t, vectors), events.history_profile(fs, users, t, vectors))
+            # the profile x catalogue product: kept read-only, the same object for the same batch, new for another
+            product = fs.profile_scores(users, t, vectors)
+            np.testing.assert_array_equal(product, events.history_profile(fs, users, t, vectors) @ vectors.T)
+            assert not product.flags.writeable and fs.profile_scores(users, t, vectors) is product
+            assert fs.profile_scores(users[::-1], t, vectors) is not product
 

@@ -18,6 +18,8 @@ from recsys.features.interactions import interaction_matrix
 from recsys.features.items import ItemEncoders, ItemTable, quantile_buckets
 from recsys.features.truth import truth
 
+PROFILE_SCORES_KEPT = 1 << 24  # cells of the largest profile x catalogue product kept for re-use (64 MB)
+
 
 @dataclass
 class FeatureSet:
@@ -45,6 +47,8 @@ class FeatureSet:
     encoders: ItemEncoders
     # the last history profile per vectors array: id -> (vectors, (time, users), profile)
     _profiles: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # the last profile x catalogue product per vectors array, when it has at most PROFILE_SCORES_KEPT cells
+    _profile_scores: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
@@ -101,6 +105,23 @@ class FeatureSet:
         if last is None or last[0] is not vectors or last[1] != key:
             last = self._profiles[id(vectors)] = (vectors, key, events.history_profile(self, users, time, vectors))
         return last[2].copy()
+
+    def profile_scores(self, users: np.ndarray, time: int, vectors: np.ndarray) -> np.ndarray:
+        """``history_profile(users, time, vectors) @ vectors.T``, read-only: a content-KNN source
+        and the ranking stage's similarity feature need the same product for one batch. The
+        last one per ``vectors`` is kept when it has at most ``PROFILE_SCORES_KEPT`` cells
+        (a batch of ~1,000 users times a catalogue of ~16,000 items); a larger one is not."""
+        users = np.asarray(users, np.int64)
+        key = (int(time), users.tobytes())
+        last = self._profile_scores.get(id(vectors))
+        if last is not None and last[0] is vectors and last[1] == key:
+            return last[2]
+        self._profile_scores.pop(id(vectors), None)  # the previous batch's product, freed before the next one is made
+        scores = self.history_profile(users, time, vectors) @ vectors.T
+        scores.flags.writeable = False
+        if scores.size <= PROFILE_SCORES_KEPT:
+            self._profile_scores[id(vectors)] = (vectors, key, scores)
+        return scores
 
     def training_examples(self, folds: str | tuple[str, ...] = "train") -> Examples:
         return events.training_examples(self, folds)

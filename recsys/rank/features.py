@@ -24,6 +24,7 @@ STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_s
 ITEM_EVENTS = "item_events"
 CHUNK = 200_000
 DENSE_PER_PAIR = 64  # row_dot takes the dense product when it has at most this many entries per pair
+SIM_BLOCK = 16_384  # candidate vectors per block of the history similarities (~6 MB of 100-d style)
 
 
 @dataclass
@@ -126,6 +127,16 @@ def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.
     return out
 
 
+def profile_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, items: np.ndarray, time: int, vectors: np.ndarray) -> np.ndarray:
+    """Each pair's dot product of the user's history profile of ``vectors`` with the item's.
+    When the batch's users x the catalogue is small next to the pairs, it is read off the
+    dense product that the content-KNN source of the same batch made (``fs.profile_scores``,
+    kept for this); otherwise the pairs' rows are multiplied (``row_dot``)."""
+    if len(uniq) * len(vectors) <= DENSE_PER_PAIR * len(items):
+        return fs.profile_scores(uniq, time, vectors)[uidx, items]
+    return row_dot(fs.history_profile(uniq, time, vectors), uidx, vectors, items)
+
+
 def _row_dot_dense(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
     out = np.empty(len(ai), np.float32)
     order = np.argsort(ai, kind="stable")
@@ -143,7 +154,10 @@ def _max_history_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, 
     """Each pair's largest style similarity to the user's last ``last`` history items (with style).
 
     One small matrix product per user (batched: the user's candidates x their history,
-    both padded), instead of gathering a style vector per (pair, history item)."""
+    both padded with a zero vector), instead of gathering a style vector per (pair,
+    history item). The padded blocks are gathered by row index (``index_select``) in
+    blocks of at most ``SIM_BLOCK`` candidate vectors: a scatter into fresh arrays of
+    ~10^5 vectors cost several times the products."""
     import torch
 
     row, pos = recent_events(fs, uniq, time, last)
@@ -153,31 +167,33 @@ def _max_history_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, 
     out = np.full(len(items), np.nan, np.float32)
     if not len(row) or not len(items):
         return out
-    style = fs.items.style
+    pad = fs.items.n  # the index of the zero vector appended to the style table
+    style = torch.from_numpy(np.vstack([fs.items.style, np.zeros((1, fs.items.style.shape[1]), np.float32)]))
     hcount = np.bincount(row, minlength=len(uniq))
     hslot = np.arange(len(row)) - (np.cumsum(hcount) - hcount)[row]
-    history = np.zeros((len(uniq), int(hcount.max()), style.shape[1]), np.float32)
-    history[row, hslot] = style[hist]
-    padded = np.ones(history.shape[:2], bool)
-    padded[row, hslot] = False
+    history = np.full((len(uniq), int(hcount.max())), pad, np.int64)
+    history[row, hslot] = hist
     order = np.argsort(uidx, kind="stable")
     ccount = np.bincount(uidx, minlength=len(uniq))
     cstart = np.cumsum(ccount) - ccount
     cslot = np.empty(len(items), np.int64)
     cslot[order] = np.arange(len(items)) - cstart[uidx[order]]
     width = int(ccount.max())
-    step = max(1, CHUNK // max(width, 1))  # users per batch: at most ~CHUNK candidate vectors
+    step = max(1, SIM_BLOCK // max(width, 1))  # users per block
     for lo in range(0, len(uniq), step):
         hi = min(lo + step, len(uniq))
         sel = order[cstart[lo] : cstart[hi - 1] + ccount[hi - 1]]
         if not len(sel):
             continue
-        cands = np.zeros((hi - lo, width, style.shape[1]), np.float32)
-        cands[uidx[sel] - lo, cslot[sel]] = style[items[sel]]
-        sims = torch.bmm(torch.from_numpy(cands), torch.from_numpy(history[lo:hi]).transpose(1, 2))
-        sims.masked_fill_(torch.from_numpy(padded[lo:hi])[:, None, :], -np.inf)
-        best = sims.amax(dim=2).numpy()
-        out[sel] = best[uidx[sel] - lo, cslot[sel]]
+        slot = (uidx[sel] - lo) * width + cslot[sel]
+        cands = np.full((hi - lo) * width, pad, np.int64)
+        cands[slot] = items[sel]
+        h = torch.from_numpy(history[lo:hi])
+        vectors = style.index_select(0, torch.from_numpy(cands)).view(hi - lo, width, -1)
+        history_vectors = style.index_select(0, h.reshape(-1)).view(hi - lo, h.shape[1], -1)
+        sims = torch.bmm(vectors, history_vectors.transpose(1, 2))
+        sims.masked_fill_((h == pad)[:, None, :], -np.inf)
+        out[sel] = sims.amax(dim=2).numpy().ravel()[slot]
     out[hcount[uidx] == 0] = np.nan
     out[~fs.items.has_style[items]] = np.nan
     return out
@@ -257,8 +273,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
             continue
         profile = fs.history_profile(uniq, time, vectors)
         has_profile = np.abs(profile).sum(1) > 0
-        sim = row_dot(profile, uidx, vectors, i)
-        cols[name] = np.where(has[i] & has_profile[uidx], sim, np.nan)
+        cols[name] = np.where(has[i] & has_profile[uidx], profile_similarity(fs, uniq, uidx, i, time, vectors), np.nan)
     if with_style:
         cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
