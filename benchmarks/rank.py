@@ -14,12 +14,14 @@ own; RSS is sampled every 5 ms while it scores. Runs:
 - the evaluation path (``RankedRecommender.scores``, a dense (users x items) matrix per
   chunk, then ``recsys.evaluate.top_k``) on the first chunks, whose ranked scores are
   compared with the top-k path's;
+- this code with glibc's default allocator behaviour (``STYLEREC_KEEP_FREED_MEMORY=0``:
+  each freed array handed back to the kernel), to tell the code's share of the speed-up
+  from the allocator setting's (``pipelines.env.keep_freed_memory``);
 - the baseline in the same run: the same top-k path with the ranking code as it was before
-  the speed-up (``--baseline-rev``, extracted with ``git archive``), on the same users as the
-  half run (the first chunk pays for the per-time statistics: the same share of both); the
-  first chunks' ranked scores are compared too (they differ: item-CF now keeps each item's
-  ``[rank] item_cf_neighbours`` nearest items, and sources with tied scores at their cut-off
-  may keep other tied items).
+  the speed-up (``--baseline-rev``, extracted with ``git archive``; its own entry set-up, so
+  the default allocator), on the same users as the half run (the first chunk pays for the
+  per-time statistics: the same share of both); the first chunks' ranked scores are
+  compared too.
 
 The two-tower is trained for ``--epochs`` (default 1, no refit): enough to measure speed,
 not a model whose quality means anything. Usage:
@@ -196,12 +198,12 @@ print(json.dumps(res))
 """
 
 
-def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: int, mode: str, out: Path, code: Path | None = None, world: int = 1) -> dict:
+def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: int, mode: str, out: Path, code: Path | None = None, world: int = 1, extra_env: dict | None = None) -> dict:
     """One scoring run in its own process (``code``: a checkout to import the project from);
     with ``world`` > 1, that many processes at once, each one thread (OMP_NUM_THREADS=1, as
     torchrun gives its ranks) and every world-th chunk, as `candidates --rank --nproc`
     splits the users. Their run: all their users over the slowest one's time, RSS summed."""
-    env_vars = {**os.environ, **({"PYTHONPATH": str(code)} if code else {}), **({"OMP_NUM_THREADS": "1"} if world > 1 else {})}
+    env_vars = {**os.environ, **({"PYTHONPATH": str(code)} if code else {}), **({"OMP_NUM_THREADS": "1"} if world > 1 else {}), **(extra_env or {})}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CHILD, str(root.resolve()), str(folder.resolve()), str(users), str(chunk), str(k), mode, str(out.with_suffix(f".{r}.npy") if world > 1 else out),
@@ -235,7 +237,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
     parser.add_argument("--no-two-processes", dest="two_processes", action="store_false", help="skip the run of all users on two processes")
-    parser.add_argument("--baseline-rev", default="7a18767", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
+    parser.add_argument("--baseline-rev", default="678b1b8", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
     args = parser.parse_args()
     import numpy as np
 
@@ -253,6 +255,8 @@ def main() -> None:
         full = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "full.npy")
         half = run(root, folder, ranker, full["users"] // 2, args.chunk, args.k, "top_k", tmp / "half.npy")
         ranks = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "ranks.npy", world=2) if args.two_processes else None
+        # this code with glibc's default of handing each freed array back (pipelines.env.keep_freed_memory off)
+        handed_back = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "handed.npy", extra_env={"STYLEREC_KEEP_FREED_MEMORY": "0"})
         base = before = None
         if args.baseline_chunks:
             base = run(root, folder, ranker, args.baseline_chunks * args.chunk, args.chunk, args.k, "dense", tmp / "dense.npy")
@@ -276,6 +280,7 @@ def main() -> None:
     print(f"{'run':<30}{'users':>8}{'users/s':>10}{'vs before':>10}" + "".join(f"{n + ' s':>12}" for n in names) + f"{'RSS before':>12}{'peak scoring':>14}{'peak process':>14}")
     runs = [("top_k, all users", full), ("top_k, half the users", half)]
     runs += [("top_k, all users, 2 processes", ranks)] if ranks else []
+    runs += [("top_k, all users, memory handed back", handed_back)]
     runs += [("dense scores + top_k", base)] if base else []
     runs += [(f"before ({args.baseline_rev}), top_k", before)] if before else []
     for label, r in runs:  # the ratio: to the baseline's users/s (its run: the half run's users)
@@ -287,7 +292,7 @@ def main() -> None:
     if base:
         print(f"the first {base['users']:,} users' top-{args.k}: the same ranker score at every rank as the dense path for {same_scores:.1%} of users (tied items may swap)")
     if before:
-        print(f"  and as before ({args.baseline_rev}) for {same_before:.1%} of users (item-CF now keeps each item's nearest neighbours only, and sources keep other items among scores tied at their cut-off)")
+        print(f"  and as before ({args.baseline_rev}) for {same_before:.1%} of users")
 
 
 if __name__ == "__main__":

@@ -75,8 +75,11 @@ def keep_freed_memory() -> bool:
     freed, so every chunk page-faults its memory in again: on a virtual machine, or with
     transparent huge pages compacting memory, that cost the ranked candidates several times
     the arithmetic (docs/ranking.md, "Throughput, fourth round"). Peak memory does not grow:
-    the heap re-uses what was freed. Returns whether it applied: not off glibc, and not when
-    the user set glibc's malloc tunables or ``MALLOC_*_`` variables (an explicit setting wins)."""
+    the heap re-uses what was freed. Returns whether it applied: not off glibc, not with
+    ``STYLEREC_KEEP_FREED_MEMORY=0``, and not when the user set glibc's malloc tunables or
+    ``MALLOC_*_`` variables (an explicit setting wins)."""
+    if os.environ.get("STYLEREC_KEEP_FREED_MEMORY") == "0":
+        return False
     if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(k in os.environ for k in _MALLOC_SETTINGS):
         return False
     try:
