@@ -408,6 +408,45 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     # an ablation leaves features out
     no_style = fit_ranker(gen, ctx, cutoff, exclude=("style_cos", "style_max_sim"))
     assert "style_cos" not in no_style.features
+    # compiled once enough rows are scored (here: from the first), the same scores as LightGBM's predict
+    import recsys.rank.compiled as compiled
+
+    compiled_rec = RankedRecommender(gen, ctx, fit)
+    compiled_rec._scorer = compiled.BoosterScorer(fit.model, compile_after_rows=0)
+    np.testing.assert_allclose(compiled_rec.scores(users, cutoff), scores, rtol=1e-6, atol=1e-6)
+    assert compiled_rec._scorer.compiled is not None and compiled_rec._scorer.rows_scored == in_union.sum()
+
+
+def test_the_compiled_ranker_scores_as_lightgbm():
+    """The booster compiled to native code gives LightGBM's scores, missing values included;
+    the scorer compiles only past its row threshold, and a compiled forest that scores
+    otherwise than LightGBM is not used (a warning; LightGBM's predict stays)."""
+    import lightgbm
+
+    from recsys.rank.compiled import BoosterScorer
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 6))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    label = (np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) > 0.5).astype(int) + (np.isnan(x[:, 2])).astype(int)
+    booster = lightgbm.train(
+        {"objective": "lambdarank", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1, "deterministic": True, "num_threads": 1},
+        lightgbm.Dataset(x, label, group=[30] * 100), num_boost_round=40,
+    )
+    rows = x.astype(np.float32)
+    expected = booster.predict(rows)
+    scorer = BoosterScorer(booster, compile_after_rows=2000)
+    np.testing.assert_array_equal(scorer.predict(rows[:1500]), expected[:1500])  # below the threshold: LightGBM itself
+    assert scorer.compiled is None
+    np.testing.assert_allclose(scorer.predict(rows), expected, rtol=1e-9, atol=1e-9)  # past it: compiled
+    assert scorer.compiled is not None and scorer.rows_scored == 4500
+    # the compiler turns linear trees into wrong scores: caught by the check, LightGBM stays
+    y = 2 * np.nan_to_num(x[:, 0]) + rng.standard_normal(len(x))
+    linear = lightgbm.train({"objective": "regression", "linear_tree": True, "verbose": -1, "num_threads": 1}, lightgbm.Dataset(x, y), num_boost_round=5)
+    broken = BoosterScorer(linear, compile_after_rows=0)
+    with pytest.warns(RuntimeWarning, match="could not be compiled .*differ from LightGBM's"):
+        np.testing.assert_array_equal(broken.predict(rows), linear.predict(rows))
+    assert broken.compiled is None and broken._failed
 
 
 # -- the job ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from recsys.features import DAY, EVENT_CODES, FeatureSet
+from recsys.rank.compiled import BoosterScorer
 from recsys.rank.config import RankConfig
 from recsys.rank.features import ITEM_EVENTS, FeatureContext, feature_names, pair_features
 from recsys.rank.sources import CandidateGenerator, pairs_top_n
@@ -282,14 +283,18 @@ class RankedRecommender:
 
     def __init__(self, gen: CandidateGenerator, ctx: FeatureContext, fit: RankerFit, name: str = "multi-source + ranker", until: int | None = None):
         self.gen, self.ctx, self.fit, self.name, self.until = gen, ctx, fit, name, until
+        self._scorer: BoosterScorer | None = None
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        """The ranker's score of every row of a pair-feature frame."""
+        """The ranker's score of every row of a pair-feature frame (a LightGBM ranker: compiled
+        once this recommender has scored enough rows, ``recsys.rank.compiled``)."""
         model = self.fit.model
         if hasattr(model, "predict_frame"):  # a model that needs the ids too (recsys/rank/dcn.py)
             score = model.predict_frame(frame)
-        else:  # on every core OpenMP gives (OMP_NUM_THREADS): rows score independently, so the scores do not depend on it
-            score = model.predict(frame.select(self.fit.features).to_numpy().astype(np.float32), num_threads=0)
+        else:
+            if self._scorer is None or self._scorer.booster is not model:
+                self._scorer = BoosterScorer(model)
+            score = self._scorer.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
         if self.fit.new_item_boost:
             score = score + self.fit.new_item_boost * (frame[ITEM_EVENTS] == 0).to_numpy()
         return score
