@@ -85,21 +85,19 @@ def summary(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    from rank_quality import seed_list  # benchmarks/rank_quality.py, next to this script
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--models", type=int, default=5, help="LightGBM seeds per seed")
     parser.add_argument("--cache", default=None, help="folder of trained two-towers, as benchmarks/rank_quality.py --cache")
     args = parser.parse_args()
     if args.models < 1:
         parser.error(f"--models must be >= 1, got {args.models}")
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
     rows = []
-    for seed in seeds:
+    for seed in args.seeds:
         rows += one_seed(seed, args.models, Path(args.cache) if args.cache else None)
-    print(f"\nStyleMart demo, {len(rows)} rankers (seeds {args.seeds} x {args.models} LightGBM seeds):\n")
+    print(f"\nStyleMart demo, {len(rows)} rankers (seeds {','.join(map(str, args.seeds))} x {args.models} LightGBM seeds):\n")
     print(summary(rows))
 
 

@@ -164,13 +164,15 @@ def ratios(runs: list[dict]) -> str:
 
 
 def main() -> None:
+    from rank_quality import seed_list  # benchmarks/rank_quality.py, next to this script
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default=str(DEMO))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--variants", default="two-tower-id-only", help="two-tower variants trained beside the default, comma-separated (two-tower-full: ~15 min per seed more)")
     parser.add_argument("--out", default="quality.json", help="every run's figures (JSON)")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     root = demo_dataset(Path(args.dataset))
     variants = tuple(v for v in args.variants.split(",") if v)
     runs = [one_seed(root, seed, variants) for seed in seeds]

@@ -206,12 +206,20 @@ def rank_settings(parser: argparse.ArgumentParser, settings: list[str]) -> dict:
     return out
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: comma-separated integers (an argparse type: anything else is a usage error)."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers, got {text!r}") from None
+
+
 def main() -> None:
     from recsys.rank.run import ABLATIONS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", default="demo", help="demo, movielens or a dataset folder")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--out", default=None, help="every run's figures (JSON) [rank-<dataset>.json]")
     parser.add_argument("--report", default=None, help="print the tables of a JSON an earlier run wrote, and stop")
@@ -224,7 +232,7 @@ def main() -> None:
         return
     root, train_config, rank_overrides = dataset(args.dataset)
     rank_overrides = {**rank_overrides, **rank_settings(parser, args.settings)}
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     ablations = () if args.no_ablations else ABLATIONS
     if args.dataset == "movielens":  # no style: the no-style ablation would repeat the ranker
         ablations = tuple(a for a in ablations if a != "ranker without style features")
