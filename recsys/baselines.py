@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.features import DAY, FeatureSet
+from recsys.features.featureset import PROFILE_SCORES_KEPT
 
 
 @dataclass
@@ -61,11 +62,21 @@ class ImplicitMF:
         self.model, self.matrix = model, matrix
         # an item without interactions keeps its random initial factors: it cannot be scored
         self._unknown = np.asarray(matrix.getnnz(axis=0)) == 0
+        self._last: tuple[bytes, np.ndarray] | None = None
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
+        """Read-only; the last batch's are kept when they have at most ``PROFILE_SCORES_KEPT``
+        cells: the ranking stage's ALS source and its ``als_dot`` feature score the same batch."""
+        users = np.asarray(users, np.int64)
+        if self._last is not None and self._last[0] == users.tobytes():
+            return self._last[1]
+        self._last = None  # the previous batch's, freed before the next one is made
         scores = np.asarray(self.model.user_factors[users] @ self.model.item_factors.T)
         scores[:, self._unknown] = -np.inf
+        scores.flags.writeable = False
+        if scores.size <= PROFILE_SCORES_KEPT:
+            self._last = (users.tobytes(), scores)
         return scores
 
 

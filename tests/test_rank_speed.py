@@ -75,6 +75,23 @@ def test_pairs_top_n_by_hand():
     np.testing.assert_array_equal(top, [[1, 2, -1], [3, 4, 5], [-1, -1, -1]])  # ties: lower item first
     np.testing.assert_array_equal(best[1], np.array([0.9, 0.5, 0.5], np.float32))
     assert np.isnan(best[0, 2]) and np.isnan(best[2]).all()
+    # against one sort of every pair by (row, -score, item): shuffled or in union order, tied and -inf scores
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 40 * 300, 3000))
+    rows, items = keys // 300, keys % 300
+    scores = np.where(rng.random(len(keys)) < 0.05, -np.inf, np.round(rng.standard_normal(len(keys)), 1)).astype(np.float32)
+    order = np.lexsort((items, -scores, rows))
+    rank = np.arange(len(order)) - np.searchsorted(rows[order], rows[order], side="left")
+    for n in (1, 7, 200):
+        expected = np.full((45, n), -1, np.int64)
+        expected_scores = np.full((45, n), np.nan, np.float32)
+        keep = rank < n
+        expected[rows[order][keep], rank[keep]] = items[order][keep]
+        expected_scores[rows[order][keep], rank[keep]] = scores[order][keep]
+        for perm in (np.arange(len(keys)), rng.permutation(len(keys))):
+            top, best = pairs_top_n(rows[perm], items[perm], scores[perm], 45, n)
+            np.testing.assert_array_equal(top, expected)
+            np.testing.assert_array_equal(best, expected_scores)
 
 
 def test_top_k_per_row_by_hand():
@@ -143,4 +160,14 @@ def test_user_vectors_and_profiles_are_kept_for_the_last_batch_only(tiny_feature
             np.testing.assert_array_equal(product, events.history_profile(fs, users, t, vectors) @ vectors.T)
             assert not product.flags.writeable and fs.profile_scores(users, t, vectors) is product
             assert fs.profile_scores(users[::-1], t, vectors) is not product
+    # ALS's scores: kept read-only for the same batch (the source and its feature), anew after a fit
+    from recsys.baselines import ImplicitMF
+
+    als = ImplicitMF("als", factors=8, iterations=2).fit(fs, time)
+    kept = als.scores(users, time)
+    expected = als.model.user_factors[users] @ als.model.item_factors.T
+    np.testing.assert_array_equal(kept[:, ~als._unknown], expected[:, ~als._unknown])
+    assert np.isneginf(kept[:, als._unknown]).all() and not kept.flags.writeable
+    assert als.scores(users, time) is kept and als.scores(users[::-1], time) is not kept
+    assert als.fit(fs, time - 7 * DAY).scores(users, time) is not kept
 

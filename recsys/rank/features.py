@@ -263,7 +263,10 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         items_tt = ctx.two_tower.item_matrix().numpy()
         cols["two_tower_dot"] = row_dot(users_tt, uidx, items_tt, i)
     if ctx.als is not None:
-        dot = row_dot(np.asarray(ctx.als.model.user_factors)[uniq], uidx, np.asarray(ctx.als.model.item_factors), i)
+        if len(uniq) * fs.items.n <= DENSE_PER_PAIR * len(i):  # the ALS source's product for this batch, kept
+            dot = ctx.als.scores(uniq, time)[uidx, i]
+        else:
+            dot = row_dot(np.asarray(ctx.als.model.user_factors)[uniq], uidx, np.asarray(ctx.als.model.item_factors), i)
         cols["als_dot"] = np.where(ctx.als._unknown[i], np.nan, dot)
 
     items = fs.items

@@ -97,16 +97,35 @@ def is_seen(items: np.ndarray, keys: np.ndarray, n_items: int, rows: np.ndarray 
 
 
 def pairs_top_n(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` best-scored items of each row among the pairs (``rows``, ``items``, ``scores``):
-    (items (n_rows, n), scores), best first (ties: lower item first), -1 / NaN padded."""
-    order = np.lexsort((items, -scores, rows))
-    rows, items, scores = rows[order], np.asarray(items)[order], np.asarray(scores)[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-    keep = rank < n
+    """The ``n`` best-scored items of each row among the pairs (``rows``, ``items``, ``scores``;
+    no NaN score): (items (n_rows, n), scores), best first (ties: lower item first), -1 /
+    NaN padded.
+
+    The pairs are laid out one row per query row, items ascending (a candidate union
+    already is: then no sort at all), and each row sorted by score, stably: several times
+    faster than one sort of every pair by (row, score, item)."""
+    rows, items = np.asarray(rows, np.int64), np.asarray(items, np.int64)
+    scores = np.asarray(scores)
     top = np.full((n_rows, n), -1, np.int64)
     top_scores = np.full((n_rows, n), np.nan, np.float32)
-    top[rows[keep], rank[keep]] = items[keep]
-    top_scores[rows[keep], rank[keep]] = scores[keep]
+    if not len(rows):
+        return top, top_scores
+    key = rows * (int(items.max()) + 1) + items
+    if not (key[1:] > key[:-1]).all():
+        order = np.argsort(key, kind="stable")
+        rows, items, scores = rows[order], items[order], scores[order]
+    count = np.bincount(rows, minlength=n_rows)
+    slot = np.arange(len(rows)) - (np.cumsum(count) - count)[rows]
+    width = int(count.max())
+    negated = np.full((n_rows, width), np.inf)  # padding sorts after every item, -inf scores included
+    negated[rows, slot] = -scores.astype(np.float64)
+    laid = np.full((n_rows, width), -1, np.int64)
+    laid[rows, slot] = items
+    best = np.argsort(negated, axis=1, kind="stable")[:, :n]
+    picked = np.take_along_axis(laid, best, 1)
+    kept = picked >= 0
+    top[:, : best.shape[1]] = picked
+    top_scores[:, : best.shape[1]] = np.where(kept, -np.take_along_axis(negated, best, 1), np.nan)
     return top, top_scores
 
 
