@@ -4,9 +4,10 @@ LightGBM's own predict walks every tree node by node and first copies each row i
 per-thread buffer; on the ~200,000 candidate rows of a chunk of 1,000 users that is most
 of the time the ranker takes. The compiled forest gives the same scores (double precision,
 the same thresholds and missing-value rules; tested to 1e-9) several times faster
-(docs/ranking.md, "Throughput, fourth round"). Compiling costs ~25 ms a tree, so a
-:class:`BoosterScorer` compiles only once a job has scored ``compile_after_rows`` rows with
-LightGBM: a small job never pays for it, a batch over the whole user base does once.
+(docs/ranking.md, "Throughput, fourth round"). Compiling costs 25-40 ms a tree and pays
+for itself after ~1.8 million rows, so a :class:`BoosterScorer` compiles only once a job
+has scored ``compile_after_rows`` rows with LightGBM: a small job never pays for it, a
+batch over the whole user base does once.
 The machine code is made for this CPU and kept in memory only, never on disk.
 """
 
