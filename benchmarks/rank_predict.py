@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", action="append", default=[], help="another LightGBM model file on the same features (repeatable)")
     args = parser.parse_args()
+    missing = [path for path in args.model if not Path(path).is_file()]
+    if missing:
+        parser.error(f"--model: no such file: {', '.join(missing)}")
     import lightgbm
     import numpy as np
 
@@ -58,6 +61,12 @@ def main() -> None:
     if not metas or not (root / "manifest.json").is_file():
         raise SystemExit(f"nothing prepared under {args.workdir}: run benchmarks/rank.py --workdir {args.workdir} first")
     meta = json.loads(metas[-1].read_text())
+    boosters = {}
+    for path in [str(folder / meta["ranker_file"]), *args.model]:  # every model read before the minutes of features
+        try:
+            boosters[path] = lightgbm.Booster(model_file=path)
+        except lightgbm.basic.LightGBMError as error:
+            raise SystemExit(f"{path}: not a LightGBM model file ({error})") from None
     ds = load_dataset(root)
     model, fs = load_for_dataset(folder / "bundle", ds)
     gen, ctx = generator_and_context(ds, fs, RankConfig(**RANK), TwoTowerRecommender(model, fs))
@@ -66,8 +75,10 @@ def main() -> None:
     frame = pair_features(fs, gen.union(users, cutoff), cutoff, ctx)
     print(f"StyleMart {args.preset}: {len(users):,} users, {frame.height:,} candidate rows; best of {args.repeats}; {scoring_threads()} cores")
     print(f"{'model':<44}{'trees':>6}{'compile s':>11}{'LightGBM s':>12}{'compiled s':>12}{'ratio':>8}{'1 core: LightGBM s':>20}{'compiled s':>12}{'ratio':>8}{'max |diff|':>12}")
-    for path in [str(folder / meta["ranker_file"]), *args.model]:
-        booster = lightgbm.Booster(model_file=path)
+    for path, booster in boosters.items():
+        unknown = [name for name in booster.feature_name() if name not in frame.columns]
+        if unknown:
+            raise SystemExit(f"{path}: features this code does not compute: {unknown[:5]}")
         rows = frame.select(booster.feature_name()).to_numpy().astype(np.float32)
         started = time.perf_counter()
         compiled = compile_booster(booster)

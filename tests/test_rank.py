@@ -440,6 +440,15 @@ def test_the_compiled_ranker_scores_as_lightgbm():
     assert scorer.compiled is None
     np.testing.assert_allclose(scorer.predict(rows), expected, rtol=1e-9, atol=1e-9)  # past it: compiled
     assert scorer.compiled is not None and scorer.rows_scored == 4500
+    # the threads it scores on: the outer level of OMP_NUM_THREADS, else every core
+    import os
+
+    from recsys.rank.compiled import scoring_threads
+
+    for value, threads in (("1", 1), ("4,2", 4), ("", os.cpu_count()), ("abc", os.cpu_count()), ("0", os.cpu_count())):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OMP_NUM_THREADS", value)
+            assert scoring_threads() == threads, value
     # the compiler turns linear trees into wrong scores: caught by the check, LightGBM stays
     y = 2 * np.nan_to_num(x[:, 0]) + rng.standard_normal(len(x))
     linear = lightgbm.train({"objective": "regression", "linear_tree": True, "verbose": -1, "num_threads": 1}, lightgbm.Dataset(x, y), num_boost_round=5)

@@ -25,8 +25,10 @@ CHECK_ROWS = 2_000  # rows the compiled forest must score as LightGBM does befor
 
 
 def scoring_threads() -> int:
-    """The threads a rank may score on: OMP_NUM_THREADS (torchrun gives each rank 1), else every core."""
-    return int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    """The threads a rank may score on: OMP_NUM_THREADS (torchrun gives each rank 1; of a
+    nested list such as "4,2", the outer level), else every core."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else os.cpu_count() or 1
 
 
 def compile_booster(booster):

@@ -23,7 +23,7 @@ STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_s
 # item, whose score the ranker boosts: ranker.fit_new_item_boost)
 ITEM_EVENTS = "item_events"
 CHUNK = 200_000
-DENSE_PER_PAIR = 64  # row_dot takes the dense product when it has at most this many entries per pair
+DENSE_PER_PAIR = 64  # the dense product pays when it has at most this many entries per pair (dense_pays)
 SIM_BLOCK = 16_384  # candidate vectors per block of the history similarities (~6 MB of 100-d style)
 
 
@@ -116,10 +116,16 @@ def time_statistics(fs: FeatureSet, time: int, ctx: FeatureContext) -> dict[str,
     return stats
 
 
+def dense_pays(n_rows: int, n_cols: int, n_pairs: int) -> bool:
+    """Whether the dense (rows x cols) product is cheaper than multiplying the ``n_pairs``
+    pairs' rows: a chunk's users x the catalogue, where BLAS beats gathering rows."""
+    return n_rows * n_cols <= DENSE_PER_PAIR * n_pairs
+
+
 def row_dot(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
     """``(a[ai] * b[bi]).sum(1)`` in chunks; by blocks of the dense product ``a @ b.T`` when
     that is small next to the pairs (a chunk's users x the catalogue: BLAS beats gathering rows)."""
-    if len(a) * len(b) <= DENSE_PER_PAIR * len(ai):
+    if dense_pays(len(a), len(b), len(ai)):
         return _row_dot_dense(a, ai, b, bi)
     out = np.empty(len(ai), np.float32)
     for s in range(0, len(ai), CHUNK):
@@ -132,7 +138,7 @@ def profile_similarity(fs: FeatureSet, uniq: np.ndarray, uidx: np.ndarray, items
     When the batch's users x the catalogue is small next to the pairs, it is read off the
     dense product that the content-KNN source of the same batch made (``fs.profile_scores``,
     kept for this); otherwise the pairs' rows are multiplied (``row_dot``)."""
-    if len(uniq) * len(vectors) <= DENSE_PER_PAIR * len(items):
+    if dense_pays(len(uniq), len(vectors), len(items)):
         return fs.profile_scores(uniq, time, vectors)[uidx, items]
     return row_dot(fs.history_profile(uniq, time, vectors), uidx, vectors, items)
 
@@ -263,7 +269,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         items_tt = ctx.two_tower.item_matrix().numpy()
         cols["two_tower_dot"] = row_dot(users_tt, uidx, items_tt, i)
     if ctx.als is not None:
-        if len(uniq) * fs.items.n <= DENSE_PER_PAIR * len(i):  # the ALS source's product for this batch, kept
+        if dense_pays(len(uniq), fs.items.n, len(i)):  # the ALS source's product for this batch, kept
             dot = ctx.als.scores(uniq, time)[uidx, i]
         else:
             dot = row_dot(np.asarray(ctx.als.model.user_factors)[uniq], uidx, np.asarray(ctx.als.model.item_factors), i)
