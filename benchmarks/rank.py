@@ -27,6 +27,9 @@ The two-tower is trained for ``--epochs`` (default 1, no refit): enough to measu
 not a model whose quality means anything. Usage:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank.py [--workdir workspace] [--chunk 1024] [--k 100]
+
+``--chunk`` defaults to the batch ``stylerec candidates --rank`` scores at once, within a part
+(``recsys.rank.serving.SCORE_BATCH_USERS``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from pathlib import Path
 from pipelines import env  # noqa: E402
 
 env.setup()  # one BLAS thread, offline text model, as the CLI
+
+from recsys.rank.serving import SCORE_BATCH_USERS  # noqa: E402
 
 # ~200 candidates per user in the union on `small` (the default [rank] sources give ~390)
 SOURCES = {"two_tower": 50, "als": 50, "item_cf": 50, "style_knn": 25, "text_knn": 25, "popular": 25, "popular_in_category": 25, "new_arrivals": 15}
@@ -163,6 +168,8 @@ fit_s = time.perf_counter() - t
 users = np.arange(min(n_users, fs.n_users))
 # this process's chunks: every world-th from the rank-th, as `candidates --nproc` splits the parts
 users = np.concatenate([users[s : s + chunk] for s in range(rank * chunk, len(users), world * chunk)] or [users[:0]])
+if hasattr(rec, "expect_users"):  # as the candidates job tells it (recsys.serving.write_parts): compile up front when that pays
+    rec.expect_users(len(users))
 res = {"mode": mode, "users": int(len(users)), "n_items": int(fs.items.n), "fit_sources_s": fit_s, "rss_before_mb": rss() / 2**20}
 stages = dict.fromkeys(("sources", "union", "features", "predict", "top-k"), 0.0)
 pairs = 0
@@ -233,11 +240,11 @@ def main() -> None:
     parser.add_argument("--workdir", default="workspace")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=1, help="two-tower training epochs (speed measurement only)")
-    parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--chunk", type=int, default=SCORE_BATCH_USERS, help="users scored at once (default: as `candidates --rank` scores them)")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
     parser.add_argument("--no-two-processes", dest="two_processes", action="store_false", help="skip the run of all users on two processes")
-    parser.add_argument("--baseline-rev", default="678b1b8", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
+    parser.add_argument("--baseline-rev", default="362c703", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
     args = parser.parse_args()
     import numpy as np
 

@@ -91,9 +91,16 @@ def keep_freed_memory() -> bool:
 
 def setup() -> None:
     """Environment defaults (an explicit setting wins), freed memory kept for re-use, and the
-    warnings filters; idempotent."""
+    warnings filters; idempotent. Runs before polars is imported."""
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    from recsys.rank.compiled import omp_threads  # after OPENBLAS_NUM_THREADS: it loads numpy
+
+    # a process given a thread budget (a torchrun rank: 1) keeps polars' pool to it, or every
+    # rank's joins start a thread per core and crowd the others' (docs/ranking.md, "Throughput,
+    # fifth round"); polars reads it when imported
+    if omp_threads() is not None:
+        os.environ.setdefault("POLARS_MAX_THREADS", str(omp_threads()))
     keep_freed_memory()
     for category, message, module in _SILENCED:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)

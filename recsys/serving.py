@@ -202,13 +202,18 @@ def write_parts(
     progress: bool = True,
     max_parts: int | None = None,
     ranks: DistContext | None = None,
+    expect_users: Callable[[int], None] | None = None,
 ) -> dict:
     """Pin the job (``params``) in ``out``, write ``make_part(users)`` for every chunk of users
     not written yet, and summarise; returns the summary. Any candidate job's loop (two-tower
-    retrieval, the ranked lists) runs through here."""
+    retrieval, the ranked lists) runs through here. ``expect_users`` is first told how many
+    users this process is about to score."""
     ranks = ranks or DistContext.single()
     ranks.main_first(lambda: _pin_job(out, params))  # rank 0 pins the job, the others check theirs against it
     n_parts = -(-fs.n_users // job.chunk_size)
+    if expect_users is not None:
+        todo = [p for p in range(ranks.rank, n_parts, ranks.world_size) if not (out / f"part-{p:05d}.parquet").is_file()][:max_parts]
+        expect_users(sum(min((p + 1) * job.chunk_size, fs.n_users) - p * job.chunk_size for p in todo))
     started = time.perf_counter()
     written = skipped = users_done = 0
     for part in tqdm(range(ranks.rank, n_parts, ranks.world_size), desc="candidates", unit="part", disable=not (progress and ranks.is_main) or None):

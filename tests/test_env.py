@@ -86,3 +86,21 @@ def test_freed_memory_stays_in_the_heap_for_the_next_chunk(tmp_path):
     for setting in ({"MALLOC_TRIM_THRESHOLD_": "131072"}, {"STYLEREC_KEEP_FREED_MEMORY": "0"}):
         applied, returned = run("keep", **setting)
         assert not applied and returned > 48 << 20, setting
+
+
+def test_a_rank_with_a_thread_budget_keeps_polars_to_it():
+    """OMP_NUM_THREADS (torchrun gives each rank 1; "4,2": the outer level) sets polars' pool
+    too, unless POLARS_MAX_THREADS is set; without a budget polars keeps its default."""
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "POLARS_MAX_THREADS")}
+    with_setup = "from pipelines import env; env.setup(); import polars; print(polars.thread_pool_size())"
+
+    def pool(script: str = with_setup, **extra: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", script], env={**clean, **extra}, capture_output=True, text=True, check=True).stdout)
+
+    assert pool(OMP_NUM_THREADS="1") == 1
+    assert pool(OMP_NUM_THREADS="1,2", POLARS_MAX_THREADS="2") == 2  # an explicit setting wins
+    polars_default = pool("import polars; print(polars.thread_pool_size())")
+    assert pool() == polars_default and pool(OMP_NUM_THREADS="abc") == polars_default  # no budget, or not a count

@@ -389,7 +389,8 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     (gen, ctx, fit), (gen2, ctx2, fit2) = ctx_gen
     assert fit.best_iteration >= 1 and 0.0 <= fit.val_ndcg_10 <= 1.0 and len(fit.val_curve) >= fit.best_iteration
     users = np.arange(0, fs.n_users, 2)[::-1]  # any order
-    scores = RankedRecommender(gen, ctx, fit).scores(users, cutoff)
+    rec = RankedRecommender(gen, ctx, fit)
+    scores = rec.scores(users, cutoff)
     np.testing.assert_array_equal(scores, RankedRecommender(gen2, ctx2, fit2).scores(users, cutoff))
     union = gen.union(users, cutoff)
     in_union = np.zeros_like(scores, bool)
@@ -408,13 +409,15 @@ def test_ranker_is_deterministic_and_scores_only_the_union(tiny_features):
     # an ablation leaves features out
     no_style = fit_ranker(gen, ctx, cutoff, exclude=("style_cos", "style_max_sim"))
     assert "style_cos" not in no_style.features
-    # compiled once enough rows are scored (here: from the first), the same scores as LightGBM's predict
-    import recsys.rank.compiled as compiled
-
+    # compiled from the first chunk when a job says it will score enough users (the first
+    # chunk's rows per user times theirs), the same scores as LightGBM's predict; not for this
+    # small evaluation alone
+    assert rec._scorer.compiled is None
     compiled_rec = RankedRecommender(gen, ctx, fit)
-    compiled_rec._scorer = compiled.BoosterScorer(fit.model, compile_after_rows=0)
+    compiled_rec.expect_users(10**6)
     np.testing.assert_allclose(compiled_rec.scores(users, cutoff), scores, rtol=1e-6, atol=1e-6)
     assert compiled_rec._scorer.compiled is not None and compiled_rec._scorer.rows_scored == in_union.sum()
+    assert compiled_rec._scorer.expected_rows == round(10**6 * in_union.sum() / len(users))
 
 
 def test_the_compiled_ranker_scores_as_lightgbm():
@@ -440,6 +443,14 @@ def test_the_compiled_ranker_scores_as_lightgbm():
     assert scorer.compiled is None
     np.testing.assert_allclose(scorer.predict(rows), expected, rtol=1e-9, atol=1e-9)  # past it: compiled
     assert scorer.compiled is not None and scorer.rows_scored == 4500
+    # told of a job that pays for compiling: compiled before its first rows; of a small one: not
+    from recsys.rank.compiled import COMPILE_PAYS_AFTER_ROWS
+
+    for expected, compiles in ((COMPILE_PAYS_AFTER_ROWS, True), (COMPILE_PAYS_AFTER_ROWS - 1, False)):
+        told = BoosterScorer(booster, compile_after_rows=10**9)
+        told.expect(expected)
+        np.testing.assert_allclose(told.predict(rows[:100]), booster.predict(rows[:100]), rtol=1e-9, atol=1e-9)
+        assert (told.compiled is not None) is compiles, expected
     # the threads it scores on: the outer level of OMP_NUM_THREADS, else every core
     import os
 

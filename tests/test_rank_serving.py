@@ -61,6 +61,22 @@ def test_an_explained_new_item_shows_its_boost(served):
     assert not any(c["feature"] == NEW_ITEM_BOOST for t in part.filter(~pl.col("item_id").is_in(list(new_items)))["top_contributions"].to_list() for c in t)
 
 
+def test_a_part_is_scored_in_batches_as_it_would_be_whole(served, monkeypatch):
+    """A part larger than SCORE_BATCH_USERS is scored a batch at a time: the same rows,
+    explanations included, as one batch of all its users."""
+    import recsys.rank.serving as serving
+
+    users = np.arange(0, served.fs.n_users, 3)[:50]
+    job, excluded = CandidateJob(k=5, explain=True), np.zeros(served.fs.items.n, bool)
+    whole = ranked_part(served, users, job, excluded)
+    monkeypatch.setattr(serving, "SCORE_BATCH_USERS", 16)
+    batched = ranked_part(served, users, job, excluded)
+    assert whole.height == 5 * len(users)
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(batched, whole, check_exact=False, rtol=1e-6, atol=1e-6)
+
+
 def test_top_contributions_by_hand():
     contrib = np.array([[0.1, -0.5, 0.3, 2.0], [0.0, 0.2, -0.1, 1.0]])
     top = top_contributions(contrib, ["a", "b", "c"], n=2)
@@ -92,8 +108,13 @@ def test_ranked_lists_are_the_ranked_union_without_bought_or_excluded(served, tm
     excluded = np.zeros(fs.items.n, bool)
     excluded[:5] = True
     job = CandidateJob(k=10, chunk_size=64)
+    # a job stopped after one part, then resumed: each time the ranker is told how many users
+    # are left to score (whether compiling it pays)
+    assert not generate_ranked_candidates(served, tmp_path / "ranked", job, excluded, progress=False, max_parts=1)["complete"]
+    assert served.recommender.expected_users == 64
     summary = generate_ranked_candidates(served, tmp_path / "ranked", job, excluded, progress=False)
-    assert summary["complete"] and summary["model_version"] == "stylerec-ranker/1"
+    assert served.recommender.expected_users == fs.n_users - 64
+    assert summary["complete"] and summary["model_version"] == "stylerec-ranker/1" and summary["parts_reused"] == 1
     df = pl.read_parquet(tmp_path / "ranked" / "part-*.parquet")
     assert df.columns == ["user_id", "rank", "item_id", "score", "model_version", "sources"]
     per_user = df.group_by("user_id").len()["len"]

@@ -284,17 +284,25 @@ class RankedRecommender:
     def __init__(self, gen: CandidateGenerator, ctx: FeatureContext, fit: RankerFit, name: str = "multi-source + ranker", until: int | None = None):
         self.gen, self.ctx, self.fit, self.name, self.until = gen, ctx, fit, name, until
         self._scorer: BoosterScorer | None = None
+        self.expected_users = 0
+
+    def expect_users(self, n: int) -> None:
+        """A job is about to score ``n`` users: a LightGBM ranker is compiled from the first
+        chunk when their rows (the first chunk's rows per user times ``n``) pay for it."""
+        self.expected_users = int(n)
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
         """The ranker's score of every row of a pair-feature frame (a LightGBM ranker: compiled
-        once this recommender has scored enough rows, ``recsys.rank.compiled``)."""
+        once this recommender has scored enough rows, or will, ``recsys.rank.compiled``)."""
         model = self.fit.model
         if hasattr(model, "predict_frame"):  # a model that needs the ids too (recsys/rank/dcn.py)
             score = model.predict_frame(frame)
         else:
             if self._scorer is None or self._scorer.booster is not model:
                 self._scorer = BoosterScorer(model)
-            score = self._scorer.predict(frame.select(self.fit.features).to_numpy().astype(np.float32))
+            if self.expected_users and not self._scorer.rows_scored and frame.height:
+                self._scorer.expect(round(self.expected_users * frame.height / frame["u"].n_unique()))
+            score = self._scorer.predict(frame.select(self.fit.features).to_numpy().astype(np.float32, copy=False))
         if self.fit.new_item_boost:
             score = score + self.fit.new_item_boost * (frame[ITEM_EVENTS] == 0).to_numpy()
         return score

@@ -25,6 +25,10 @@ from recsys.serving import CandidateJob, LoadedModel, write_parts
 from recsys.sharding import DistContext
 
 TOP_CONTRIBUTIONS = 3  # feature contributions per row with --explain
+# users whose candidates are scored at once, within a part of any --chunk-size: a batch's
+# (users x catalogue) products stay under FeatureSet's PROFILE_SCORES_KEPT, and so are shared
+# by the sources and the features, on catalogues of up to ~16,000 items
+SCORE_BATCH_USERS = 1024
 CONTRIBUTION_TYPE = pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float32}))
 
 
@@ -95,7 +99,14 @@ def ranked_part(served: ServedRanker, users: np.ndarray, job: CandidateJob, excl
     """The top-k of the ranked candidate union of one chunk of users at the serving time:
     excluded items and (``job.drop_bought``) the user's own purchases dropped; ``sources``
     lists the sources that returned each item; with ``job.explain`` its top feature
-    contributions."""
+    contributions. Scored ``SCORE_BATCH_USERS`` at a time, whatever the part's size."""
+    users = np.asarray(users, np.int64)
+    batches = [ranked_batch(served, users[lo : lo + SCORE_BATCH_USERS], job, excluded) for lo in range(0, len(users), SCORE_BATCH_USERS)]
+    return pl.concat(batches) if batches else _empty_part(job.explain)
+
+
+def ranked_batch(served: ServedRanker, users: np.ndarray, job: CandidateJob, excluded: np.ndarray) -> pl.DataFrame:
+    """:func:`ranked_part` of one batch of users."""
     rec, fs, time = served.recommender, served.fs, served.query_time
     users = np.asarray(users, np.int64)
     union = rec.gen.union(users, time)
@@ -144,4 +155,4 @@ def generate_ranked_candidates(
         **asdict(job), "ranker_version": served.version, "model_version": served.two_tower.version, "rank_config": asdict(served.config),
         "features": served.recommender.fit.features, "dataset": fs.fingerprint, "query_time": served.query_time,
     }
-    return write_parts(fs, served.version, out, job, params, lambda users: ranked_part(served, users, job, excluded), progress, max_parts, ranks)
+    return write_parts(fs, served.version, out, job, params, lambda users: ranked_part(served, users, job, excluded), progress, max_parts, ranks, served.recommender.expect_users)
