@@ -18,10 +18,10 @@ own; RSS is sampled every 5 ms while it scores. Runs:
   each freed array handed back to the kernel), to tell the code's share of the speed-up
   from the allocator setting's (``pipelines.env.keep_freed_memory``);
 - the baseline in the same run: the same top-k path with the ranking code as it was before
-  the speed-up (``--baseline-rev``, extracted with ``git archive``; its own entry set-up, so
-  the default allocator), on the same users as the half run (the first chunk pays for the
-  per-time statistics: the same share of both); the first chunks' ranked scores are
-  compared too.
+  the speed-up (``--baseline-rev``, extracted with ``git archive``; its own entry set-up),
+  on the same users as the half run (the first chunk pays for the per-time statistics: the
+  same share of both), and on all users on two processes (the two-process run's ratio is to
+  it); the first chunks' ranked scores are compared too.
 
 The two-tower is trained for ``--epochs`` (default 1, no refit): enough to measure speed,
 not a model whose quality means anything. Usage:
@@ -264,7 +264,7 @@ def main() -> None:
         ranks = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "ranks.npy", world=2) if args.two_processes else None
         # this code with glibc's default of handing each freed array back (pipelines.env.keep_freed_memory off)
         handed_back = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "handed.npy", extra_env={"STYLEREC_KEEP_FREED_MEMORY": "0"})
-        base = before = None
+        base = before = before_ranks = None
         if args.baseline_chunks:
             base = run(root, folder, ranker, args.baseline_chunks * args.chunk, args.chunk, args.k, "dense", tmp / "dense.npy")
             fast, dense = np.load(tmp / "full.npy")[: base["users"]], np.load(tmp / "dense.npy")
@@ -275,6 +275,7 @@ def main() -> None:
                 archive = subprocess.run(["git", "archive", args.baseline_rev], capture_output=True, check=True).stdout
                 subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
                 before = run(root, folder, ranker, half["users"], args.chunk, args.k, "top_k", tmp / "before.npy", code)
+                before_ranks = run(root, folder, ranker, 10**9, args.chunk, args.k, "top_k", tmp / "before-ranks.npy", code, world=2) if args.two_processes else None
                 old = np.load(tmp / "before.npy")[: base["users"]]
                 same_before = float(np.mean([np.array_equal(a, b) for a, b in zip(fast, old, strict=True)]))
 
@@ -290,8 +291,10 @@ def main() -> None:
     runs += [("top_k, all users, memory handed back", handed_back)]
     runs += [("dense scores + top_k", base)] if base else []
     runs += [(f"before ({args.baseline_rev}), top_k", before)] if before else []
-    for label, r in runs:  # the ratio: to the baseline's users/s (its run: the half run's users)
-        ratio = r["users_per_s"] / before["users_per_s"] if before else float("nan")
+    runs += [(f"before ({args.baseline_rev}), 2 processes", before_ranks)] if before_ranks else []
+    for label, r in runs:  # the ratio: to the baseline's users/s on as many processes (one: the half run's users)
+        baseline = before_ranks if before_ranks and "2 processes" in label else before
+        ratio = r["users_per_s"] / baseline["users_per_s"] if baseline else float("nan")
         print(f"{label:<30}{r['users']:>8,}{r['users_per_s']:>10,.0f}{ratio:>9.2f}x" + "".join(f"{r['stages'][n]:>12.2f}" for n in names)
               + f"{r['rss_before_mb']:>9,.0f} MB{r['peak_rss_scoring_mb']:>11,.0f} MB{r['peak_rss_process_mb']:>11,.0f} MB")
     growth = full["peak_rss_scoring_mb"] - half["peak_rss_scoring_mb"]
