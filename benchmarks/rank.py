@@ -28,8 +28,8 @@ not a model whose quality means anything. Usage:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank.py [--workdir workspace] [--chunk 1024] [--k 100]
 
-``--chunk`` defaults to the batch ``stylerec candidates --rank`` scores at once, within a part
-(``recsys.rank.serving.SCORE_BATCH_USERS``).
+``--chunk`` defaults to the batch ``stylerec candidates --rank`` scores at once on `small`,
+within a part (``recsys.rank.serving.score_batch_users``).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="workspace")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=1, help="two-tower training epochs (speed measurement only)")
-    parser.add_argument("--chunk", type=int, default=SCORE_BATCH_USERS, help="users scored at once (default: as `candidates --rank` scores them)")
+    parser.add_argument("--chunk", type=int, default=SCORE_BATCH_USERS, help="users scored at once (default: as `candidates --rank` scores them on `small`)")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
     parser.add_argument("--no-two-processes", dest="two_processes", action="store_false", help="skip the run of all users on two processes")

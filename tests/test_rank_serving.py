@@ -70,11 +70,22 @@ def test_a_part_is_scored_in_batches_as_it_would_be_whole(served, monkeypatch):
     job, excluded = CandidateJob(k=5, explain=True), np.zeros(served.fs.items.n, bool)
     whole = ranked_part(served, users, job, excluded)
     monkeypatch.setattr(serving, "SCORE_BATCH_USERS", 16)
+    monkeypatch.setattr(serving, "MIN_SCORE_BATCH_USERS", 1)
+    assert serving.score_batch_users(served.fs.items.n) == 16
     batched = ranked_part(served, users, job, excluded)
     assert whole.height == 5 * len(users)
     from polars.testing import assert_frame_equal
 
     assert_frame_equal(batched, whole, check_exact=False, rtol=1e-6, atol=1e-6)
+
+
+def test_a_large_catalogue_is_scored_in_smaller_batches():
+    from recsys.features.featureset import PROFILE_SCORES_KEPT
+    from recsys.rank.serving import MIN_SCORE_BATCH_USERS, SCORE_BATCH_USERS, score_batch_users
+
+    assert score_batch_users(10_000) == SCORE_BATCH_USERS
+    assert score_batch_users(105_000) == PROFILE_SCORES_KEPT // 105_000 < SCORE_BATCH_USERS  # H&M's articles: ~159 users
+    assert score_batch_users(10**7) == MIN_SCORE_BATCH_USERS
 
 
 def test_top_contributions_by_hand():

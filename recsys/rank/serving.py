@@ -17,6 +17,7 @@ import polars as pl
 
 from data.validate import ValidatedDataset
 from recsys.features import FeatureSet
+from recsys.features.featureset import PROFILE_SCORES_KEPT
 from recsys.rank.config import RankConfig
 from recsys.rank.features import ITEM_EVENTS, pair_features
 from recsys.rank.ranker import NEW_ITEM_BOOST, RankedRecommender, RankerFit
@@ -25,10 +26,16 @@ from recsys.serving import CandidateJob, LoadedModel, write_parts
 from recsys.sharding import DistContext
 
 TOP_CONTRIBUTIONS = 3  # feature contributions per row with --explain
-# users whose candidates are scored at once, within a part of any --chunk-size: a batch's
-# (users x catalogue) products stay under FeatureSet's PROFILE_SCORES_KEPT, and so are shared
-# by the sources and the features, on catalogues of up to ~16,000 items
-SCORE_BATCH_USERS = 1024
+SCORE_BATCH_USERS = 1024  # users whose candidates are scored at once, within a part of any --chunk-size
+MIN_SCORE_BATCH_USERS = 128
+
+
+def score_batch_users(n_items: int) -> int:
+    """Users scored at once: ``SCORE_BATCH_USERS``, fewer on a catalogue of over ~16,000 items,
+    so that a batch's (users x catalogue) score matrices stay within ``PROFILE_SCORES_KEPT``
+    cells (64 MB each; kept, the sources and the features share them), down to
+    ``MIN_SCORE_BATCH_USERS``."""
+    return max(MIN_SCORE_BATCH_USERS, min(SCORE_BATCH_USERS, PROFILE_SCORES_KEPT // max(n_items, 1)))
 CONTRIBUTION_TYPE = pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float32}))
 
 
@@ -99,9 +106,10 @@ def ranked_part(served: ServedRanker, users: np.ndarray, job: CandidateJob, excl
     """The top-k of the ranked candidate union of one chunk of users at the serving time:
     excluded items and (``job.drop_bought``) the user's own purchases dropped; ``sources``
     lists the sources that returned each item; with ``job.explain`` its top feature
-    contributions. Scored ``SCORE_BATCH_USERS`` at a time, whatever the part's size."""
+    contributions. Scored :func:`score_batch_users` at a time, whatever the part's size."""
     users = np.asarray(users, np.int64)
-    batches = [ranked_batch(served, users[lo : lo + SCORE_BATCH_USERS], job, excluded) for lo in range(0, len(users), SCORE_BATCH_USERS)]
+    step = score_batch_users(served.fs.items.n)
+    batches = [ranked_batch(served, users[lo : lo + step], job, excluded) for lo in range(0, len(users), step)]
     return pl.concat(batches) if batches else _empty_part(job.explain)
 
 
