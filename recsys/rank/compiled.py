@@ -23,7 +23,7 @@ import numpy as np
 
 COMPILE_AFTER_ROWS = 1_000_000  # ~5 chunks of 1,000 users x 200 candidates
 COMPILE_PAYS_AFTER_ROWS = 2_000_000  # a job expected to score this many compiles first (break-even: 1.2-2.5M)
-PREDICT_BLOCK_ROWS = 1 << 16  # rows the compiled forest scores at a time (their float64 copy: ~25 MB)
+PREDICT_BLOCK_ROWS = 1 << 16  # rows the compiled forest scores at a time (45 features: a ~24 MB float64 copy)
 CHECK_ROWS = 2_000  # rows the compiled forest must score as LightGBM does before it is used
 
 
@@ -77,8 +77,8 @@ class BoosterScorer:
         self._failed = False
 
     def expect(self, rows: int) -> None:
-        """The job is about to score about ``rows`` rows: enough to pay for compiling, and it
-        compiles before the next ones rather than after ``compile_after_rows``."""
+        """The job is about to score about ``rows`` rows: at ``COMPILE_PAYS_AFTER_ROWS`` or more
+        the forest is compiled before the next rows, not after ``compile_after_rows``."""
         self.expected_rows = int(rows)
 
     def predict(self, rows: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from recsys.serving import CandidateJob, LoadedModel, write_parts
 from recsys.sharding import DistContext
 
 TOP_CONTRIBUTIONS = 3  # feature contributions per row with --explain
+CONTRIBUTION_TYPE = pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float32}))
 SCORE_BATCH_USERS = 1024  # users whose candidates are scored at once, within a part of any --chunk-size
 MIN_SCORE_BATCH_USERS = 128
 
@@ -36,7 +37,6 @@ def score_batch_users(n_items: int) -> int:
     cells (64 MB each; kept, the sources and the features share them), down to
     ``MIN_SCORE_BATCH_USERS``."""
     return max(MIN_SCORE_BATCH_USERS, min(SCORE_BATCH_USERS, PROFILE_SCORES_KEPT // max(n_items, 1)))
-CONTRIBUTION_TYPE = pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float32}))
 
 
 @dataclass
