@@ -28,8 +28,8 @@ not a model whose quality means anything. Usage:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/rank.py [--workdir workspace] [--chunk 1024] [--k 100]
 
-``--chunk`` defaults to the batch ``stylerec candidates --rank`` scores at once on `small`,
-within a part (``recsys.rank.serving.score_batch_users``).
+``--chunk`` defaults to the batch ``stylerec candidates --rank`` scores at once on the
+preset's catalogue, within a part (``recsys.rank.serving.score_batch_users``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pipelines import env  # noqa: E402
 
 env.setup()  # one BLAS thread, offline text model, as the CLI
 
-from recsys.rank.serving import SCORE_BATCH_USERS  # noqa: E402
+from recsys.rank.serving import score_batch_users  # noqa: E402
 
 # ~200 candidates per user in the union on `small` (the default [rank] sources give ~390)
 SOURCES = {"two_tower": 50, "als": 50, "item_cf": 50, "style_knn": 25, "text_knn": 25, "popular": 25, "popular_in_category": 25, "new_arrivals": 15}
@@ -235,12 +235,19 @@ def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: i
     }
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of users, not {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="workspace")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--epochs", type=int, default=1, help="two-tower training epochs (speed measurement only)")
-    parser.add_argument("--chunk", type=int, default=SCORE_BATCH_USERS, help="users scored at once (default: as `candidates --rank` scores them on `small`)")
+    parser.add_argument("--chunk", type=positive_int, default=None, help="users scored at once (default: as `candidates --rank` scores them on this catalogue)")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
     parser.add_argument("--no-two-processes", dest="two_processes", action="store_false", help="skip the run of all users on two processes")
@@ -255,6 +262,12 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta = train_models(root, folder, args.epochs)
     setup = time.perf_counter() - t
+    if args.chunk is None:
+        import polars as pl
+
+        from data.dataset import DatasetDir
+
+        args.chunk = score_batch_users(pl.scan_parquet(DatasetDir(root).table_path("items")).select(pl.len()).collect().item())
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
