@@ -93,7 +93,7 @@ class ContentKNN:
 
     def fit(self, fs: FeatureSet, before: int) -> ContentKNN:
         self.fs = fs
-        self.vectors = fs.items.style if self.content == "style" else fs.items.text
+        self.vectors = fs.items.style if self.content == "style" else fs.item_text(before)  # reviews written before ``before``
         return self
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:

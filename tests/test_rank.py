@@ -11,6 +11,7 @@ import pytest
 
 from recsys.features import DAY, EVENT_CODES
 from recsys.features.events import KEY
+from recsys.features.items import mix_review_text
 from recsys.rank.config import RankConfig, RankConfigError, load_rank_config
 from recsys.rank.features import FeatureContext, feature_names, pair_features
 from recsys.rank.ranker import RankedRecommender, RankerError, check_features, fit_ranker, window_labels
@@ -21,12 +22,21 @@ FAST = RankConfig(sources=NO_TWO_TOWER, n_estimators=20, early_stopping_rounds=5
 
 
 def truncated(fs, time: int):
-    """``fs`` without any event at or after ``time`` (what a model fitted at ``time`` may know)."""
+    """``fs`` without any event or review at or after ``time`` (what a model fitted at ``time``
+    may know): its item texts mix in only the reviews written before it."""
     keep = fs.ev_ts < time
     fields = {name: getattr(fs, name)[keep] for name in ("ev_user", "ev_item", "ev_ts", "ev_weight", "ev_hist_weight", "ev_fold", "ev_event")}
     fields["ev_key"] = fields["ev_user"] * KEY + fields["ev_ts"]
     fields["ev_start"] = np.searchsorted(fields["ev_user"], np.arange(fs.n_users + 1), side="left")
-    return dataclasses.replace(fs, **fields)
+    written = fs.rv_ts < time
+    vectors = np.diff(fs.rv_cumsum, axis=0)[written].astype(np.float32)
+    rv_user = fs.rv_key[written] // KEY
+    review_fields = {
+        "rv_key": fs.rv_key[written], "rv_item": fs.rv_item[written], "rv_ts": fs.rv_ts[written], "rv_start": np.searchsorted(rv_user, np.arange(fs.n_users + 1), side="left"),
+        "rv_cumsum": np.concatenate([np.zeros((1, vectors.shape[1])), np.cumsum(vectors, axis=0, dtype=np.float64)]), "text_reviews_before": int(time),
+    }  # fmt: skip
+    text = mix_review_text(fs.items.text_plain.copy(), fs.rv_item[written], vectors, fs.config.review_text_weight)
+    return dataclasses.replace(fs, items=dataclasses.replace(fs.items, text=text), **fields, **review_fields)
 
 
 def prices_of(fs) -> np.ndarray:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.features import DAY
 from recsys.model import TwoTower, TwoTowerConfig, Vocab, user_batch_tensors
 
 
@@ -164,6 +165,31 @@ def test_dropped_items_are_seen_without_their_reviews(tiny_features):
         plain = model.item_embeddings(rows)
     torch.testing.assert_close(dropped, plain)
     assert not torch.allclose(kept, dropped)
+
+
+def test_item_text_as_of_a_time_mixes_only_the_reviews_before_it(tiny_features):
+    """The text a ranker's training window sees: title + description mixed with the mean of
+    the reviews written before the window, by hand; never a review the cutoff's text leaves out."""
+    from style.space import l2_normalise
+
+    fs = tiny_features
+    cutoff = fs.time_of("test")
+    assert fs.text_reviews_before == cutoff
+    assert fs.item_text(cutoff) is fs.items.text and fs.item_text(cutoff + 30 * DAY) is fs.items.text
+    vectors = np.diff(fs.rv_cumsum, axis=0)
+    for before in (cutoff - 7 * DAY, cutoff - 21 * DAY):
+        written = fs.rv_ts < before
+        assert 0 < written.sum() < (fs.rv_ts < cutoff).sum()
+        expected = fs.items.text_plain.astype(np.float64).copy()
+        for item in np.unique(fs.rv_item[written]):
+            mean = l2_normalise(vectors[written & (fs.rv_item == item)].mean(0, keepdims=True))[0]
+            expected[item] = (1 - fs.config.review_text_weight) * expected[item] + fs.config.review_text_weight * mean
+        expected = l2_normalise(expected)
+        text = fs.item_text(before)
+        np.testing.assert_allclose(text, expected, rtol=1e-5, atol=1e-6)
+        assert not text.flags.writeable and fs.item_text(before) is text  # kept for the window's source and feature
+        later = np.unique(fs.rv_item[~written & (fs.rv_ts < cutoff)])
+        assert np.abs(text[later] - fs.items.text[later]).max() > 1e-3  # the reviews after it are not in
 
 
 def test_history_profile_is_the_normalised_weighted_mean_of_the_history(tiny_features):

@@ -13,6 +13,8 @@ from recsys.features.featureset import FeatureSet
 from recsys.features.items import ItemEncoders, derive_encoders, item_prices, item_style, item_table, item_texts, mix_review_text
 from recsys.text import TEXT_DIM, CachedTextEmbedder
 
+NO_START, NO_END = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)  # no review / every review
+
 
 def build_features(
     ds: ValidatedDataset,
@@ -45,8 +47,9 @@ def build_features(
     text_plain = text.astype(np.float32, copy=True)
     reviews = review_table(ds, item_row, user_row)
     review_vecs = embedder.embed([t or "" for t in reviews["text"].to_list()]) if reviews.height else np.zeros((0, TEXT_DIM), np.float32)
-    if (through_end or split.test_start is not None) and reviews.height:
-        before = np.ones(reviews.height, bool) if through_end else (reviews["ts"] < split.test_start).to_numpy()
+    text_reviews_before = NO_END if through_end else int(split.test_start.timestamp()) if split.test_start is not None else NO_START
+    before = (reviews["t"] < text_reviews_before).to_numpy()
+    if before.any():
         mix_review_text(text, reviews["i"].to_numpy()[before], review_vecs[before], cfg.review_text_weight)
 
     encoders = encoders or derive_encoders(items_sorted, item_prices(items_sorted), style.space, cfg)
@@ -59,6 +62,7 @@ def build_features(
         split=split,
         **log,
         **review_log(reviews, review_vecs, len(user_ids)),
+        text_reviews_before=text_reviews_before,
         style_dim=style.dim,
         fingerprint=ds.manifest.fingerprint,
         encoders=encoders,

@@ -12,6 +12,7 @@ import polars as pl
 from data.split import Split, assign_folds
 from data.validate import ValidatedDataset
 from recsys.features.config import DAY, EVENT_CODES, FeatureConfig
+from recsys.features.items import mix_review_text
 from recsys.text import TEXT_DIM
 from style.space import l2_normalise, recency_weight
 
@@ -82,14 +83,35 @@ def review_table(ds: ValidatedDataset, item_row: dict, user_row: dict) -> pl.Dat
 def review_log(reviews: pl.DataFrame, review_vecs: np.ndarray, n_users: int) -> dict[str, np.ndarray]:
     """Reviews sorted by (user row, ts) with cumulative text sums, as the ``rv_*`` fields of a FeatureSet."""
     rv_user = reviews["u"].to_numpy()
-    rv_key = rv_user * KEY + reviews["t"].to_numpy()
+    rv_ts = reviews["t"].to_numpy()
+    rv_key = rv_user * KEY + rv_ts
     rv_cumsum = np.zeros((len(rv_key) + 1, TEXT_DIM), np.float64)
     if len(rv_key):
         np.cumsum(review_vecs, axis=0, out=rv_cumsum[1:])
-    return {"rv_key": rv_key, "rv_start": np.searchsorted(rv_user, np.arange(n_users + 1), side="left"), "rv_cumsum": rv_cumsum}
+    return {
+        "rv_key": rv_key, "rv_start": np.searchsorted(rv_user, np.arange(n_users + 1), side="left"), "rv_cumsum": rv_cumsum,
+        "rv_item": reviews["i"].to_numpy().astype(np.int64), "rv_ts": rv_ts.astype(np.int64),
+    }  # fmt: skip
+
+
+def review_vectors(fs: FeatureSet, rows: np.ndarray) -> np.ndarray:
+    """The text vectors of the reviews at ``rows`` (of the (user, ts) order): the steps of ``rv_cumsum``."""
+    return (fs.rv_cumsum[rows + 1] - fs.rv_cumsum[rows]).astype(np.float32)
 
 
 # -- queries ---------------------------------------------------------------------------
+
+
+def item_text(fs: FeatureSet, before: int) -> np.ndarray:
+    """Item text vectors as of ``before``: title + description mixed with the reviews written
+    before it, and never with those ``fs.items.text`` leaves out (written at or after
+    ``fs.text_reviews_before``). ``fs.items.text`` itself when that is the same set of reviews;
+    earlier (a ranker's training window), a new array."""
+    until = min(int(before), fs.text_reviews_before)
+    rows = np.flatnonzero(fs.rv_ts < until)
+    if len(rows) == np.count_nonzero(fs.rv_ts < fs.text_reviews_before):
+        return fs.items.text
+    return mix_review_text(fs.items.text_plain.copy(), fs.rv_item[rows], review_vectors(fs, rows), fs.config.review_text_weight)
 
 
 def user_batch(fs: FeatureSet, users: np.ndarray, times: np.ndarray) -> UserBatch:

@@ -42,11 +42,16 @@ class FeatureSet:
     rv_key: np.ndarray
     rv_start: np.ndarray
     rv_cumsum: np.ndarray  # (R + 1, 384)
+    rv_item: np.ndarray  # the item row of each review
+    rv_ts: np.ndarray  # seconds
+    text_reviews_before: int  # items.text mixes in the reviews written before this time (seconds)
     style_dim: int
     fingerprint: str
     encoders: ItemEncoders
     # the last history profile per vectors array: id -> (vectors, (time, users), profile)
     _profiles: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # the last item_text(before) that is not items.text: (before, vectors)
+    _item_text: tuple = field(default=(None, None), init=False, repr=False, compare=False)
     # the last profile x catalogue product per vectors array, when it has at most PROFILE_SCORES_KEPT cells
     _profile_scores: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -95,6 +100,18 @@ class FeatureSet:
 
     def user_batch(self, users: np.ndarray, times: np.ndarray) -> UserBatch:
         return events.user_batch(self, users, times)
+
+    def item_text(self, before: int) -> np.ndarray:
+        """:func:`events.item_text`, read-only, the last one kept: a ranker's training window
+        fits its text source and computes its text feature at the same time, and the two
+        share ``profile_scores`` only on the same array."""
+        if self._item_text[0] != int(before):
+            text = events.item_text(self, before)
+            if text is self.items.text:
+                return text
+            text.flags.writeable = False
+            self._item_text = (int(before), text)
+        return self._item_text[1]
 
     def history_profile(self, users: np.ndarray, time: int, vectors: np.ndarray) -> np.ndarray:
         """:func:`events.history_profile`, the last one per ``vectors`` kept (a copy returned): the

@@ -277,7 +277,7 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
 
     items = fs.items
     with_style = bool(items.has_style.any())  # a catalogue without images has no style features at all
-    for name, vectors, has in (("style_cos", items.style, items.has_style), ("text_sim", items.text, np.ones(items.n, bool))):
+    for name, vectors, has in (("style_cos", items.style, items.has_style), ("text_sim", fs.item_text(time), np.ones(items.n, bool))):
         if name == "style_cos" and not with_style:
             continue
         profile = fs.history_profile(uniq, time, vectors)

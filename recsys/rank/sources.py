@@ -392,6 +392,8 @@ class NewArrivals:
 
     def fit(self, fs: FeatureSet, before: int) -> NewArrivals:
         self.fs = fs
+        items = fs.items
+        self.vectors = items.style if items.has_style.any() else fs.item_text(before)  # a catalogue without images: by text
         return self
 
     def _new(self, time: int) -> np.ndarray:
@@ -399,9 +401,7 @@ class NewArrivals:
 
     def _similarities(self, users: np.ndarray, time: int, new: np.ndarray) -> np.ndarray:
         """(U, len(new)): the new arrivals' similarity to each user's style profile."""
-        items = self.fs.items
-        vectors = items.style if items.has_style.any() else items.text  # a catalogue without images: by text
-        return self.fs.history_profile(users, time, vectors) @ vectors[new].T
+        return self.fs.history_profile(users, time, self.vectors) @ self.vectors[new].T
 
     def scores(self, users: np.ndarray, time: int) -> np.ndarray:
         new = self._new(time)  # source_candidates drops those not yet on sale
