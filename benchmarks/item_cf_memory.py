@@ -27,6 +27,7 @@ from pipelines import env
 env.setup()  # one BLAS thread, offline text model, as the CLI
 
 BASELINE_REV = "97413de"  # the last commit whose ItemCF.fit built the whole matrix
+REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import ctypes, gc, json, sys, time
@@ -86,21 +87,27 @@ def main() -> None:
     from rank import prepare  # benchmarks/rank.py, next to this script
     from rank_quality import dataset
 
+    from data.stylemart import PRESETS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", default="small", help="a StyleMart preset made as benchmarks/rank.py makes it (small), demo, movielens or a dataset folder")
+    parser.add_argument("dataset", nargs="?", default="small", help="a StyleMart preset made as benchmarks/rank.py makes it (e.g. small), demo (the quality scripts' demo), movielens or a dataset folder")
     parser.add_argument("--workdir", default="workspace", help="where a StyleMart preset is made")
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision whose ItemCF.fit built the whole matrix")
     args = parser.parse_args()
     import numpy as np
     import scipy.sparse as sp
 
-    root = prepare(Path(args.workdir), args.dataset) if args.dataset in ("tiny", "small", "medium") else dataset(args.dataset)[0]
+    root = prepare(Path(args.workdir), args.dataset) if args.dataset in PRESETS and args.dataset != "demo" else dataset(args.dataset)[0]
+    if not (root / "manifest.json").is_file():
+        raise SystemExit(f"{root}: not a dataset folder (no manifest.json)")
+    archive = subprocess.run(["git", "archive", args.baseline_rev], capture_output=True, cwd=REPO)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline-rev {args.baseline_rev}: git archive failed: {archive.stderr.decode().strip()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         code = tmp / "baseline"
         code.mkdir()
-        archive = subprocess.run(["git", "archive", args.baseline_rev], capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
         now = fit_in_process(root, tmp / "now.json")
         before = fit_in_process(root, tmp / "before.json", code)
         a, b = sp.load_npz(tmp / "now.npz"), sp.load_npz(tmp / "before.npz")
