@@ -623,6 +623,10 @@ def test_the_windows_two_tower_never_sees_the_windows(tiny_embedded, tiny_featur
     trained = tt.fs.ev_fold == "train"
     assert trained.any() and (tt.fs.ev_ts[trained] < tt.fs.time_of("val")).all()
     assert list(tt.fs.items.ids) == list(fs.items.ids) and tt.item_matrix().shape[0] == fs.items.n
+    # its item tower reads texts mixed only with the reviews written before its own cutoff
+    assert tt.fs.text_reviews_before <= first and fs.text_reviews_before > first
+    assert np.allclose(tt.model.item_text.numpy(), fs.item_text(tt.fs.text_reviews_before), atol=1e-5)
+    assert not np.allclose(tt.model.item_text.numpy(), fs.items.text, atol=1e-5)  # later reviews exist, and are left out
     with pytest.raises(RankConfigError, match="window_two_tower = false"):
         train_window_two_tower(load_dataset(tiny_embedded), fs, dataclasses.replace(FAST, windows=60), run_config, cutoff)
 
