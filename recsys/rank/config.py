@@ -53,7 +53,7 @@ class RankConfig:
     # demo's seeds neither won: docs/ranking.md)
     window_two_tower_per_window: bool = False
     # unlabelled candidates sampled per user in the training windows; on the demo, validation
-    # NDCG@10 was highest at 20 (10: 0.0781, 20: 0.0790, 50: 0.0777, 200: 0.0745; docs/ranking.md)
+    # NDCG@10 was highest at 20 (10: 0.0781, 20: 0.0790, 50: 0.0777; docs/ranking.md)
     negatives_per_user: int = 20
     # LightGBM
     label_gain: tuple[float, ...] = (0.0, 1.0, 3.0, 7.0)  # NDCG gain of label none / click / cart / purchase (LightGBM's 2^label - 1)
