@@ -12,9 +12,10 @@ script scores, with the project's own evaluation code on the saved split:
   events per day on sale (quality; a cold item gets the median), then + the user's mean
   within-category price z-score (price sensitivity);
 - the same plug-in over the **style groups the ranker learns from the photos**
-  (``recsys.rank.features.style_groups``: k-means of the style vectors) in place of the true
-  styles, and how often a style vector's nearest neighbours share its true style: how much
-  of the true-label plug-in a model that reads photos can reach;
+  (``recsys.rank.features``: k-means of the style vectors, and spectral groups of their
+  nearest-neighbour graph) in place of the true styles, and how often a style vector's
+  nearest neighbours share its true style: how much of the true-label plug-in a model
+  that reads photos can reach;
 - the default **two-tower** model with the true labels (one-hot category + style) in place
   of the style and text vectors: what it reaches when the content is perfectly clean;
 - implicit ALS, for the ratio.
@@ -22,7 +23,7 @@ script scores, with the project's own evaluation code on the saved split:
 A model that must learn category and style from photos and text, and quality from
 behaviour, is unlikely to beat the plug-in that is handed the labels. Usage:
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/ceiling.py workspace/datasets/stylemart-demo
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/ceiling.py workspace/datasets/stylemart-demo [--fold val] [--no-train]
 """
 
 from __future__ import annotations
@@ -129,15 +130,17 @@ class PlugIn:
         return out
 
 
-def with_learned_styles(fs, truth: GroundTruth) -> GroundTruth:
+def with_learned_styles(fs, truth: GroundTruth, graph: bool = False) -> GroundTruth:
     """``truth`` with each item's style replaced by its style group learned from the photos
-    (the ranker's k-means, recsys.rank.features)."""
+    (the ranker's, recsys.rank.features: k-means, or with ``graph`` the spectral groups of
+    the style vectors' neighbour graph)."""
     import copy
 
     from recsys.rank.features import FeatureContext
 
     learned = copy.copy(truth)
-    learned.style = FeatureContext(np.full(fs.items.n, np.nan)).style_cluster(fs)
+    context = FeatureContext(np.full(fs.items.n, np.nan))
+    learned.style = context.style_graph_cluster(fs) if graph else context.style_cluster(fs)
     learned.n_styles = int(learned.style.max()) + 1
     return learned
 
@@ -172,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="a StyleMart dataset folder with ground_truth/ and a saved split")
     parser.add_argument("--no-train", action="store_true", help="skip the two-tower on true labels")
+    parser.add_argument("--fold", choices=("test", "val"), default="test", help="the fold scored (val: choose between groupings without the test fold)")
     args = parser.parse_args()
 
     from data.split import load_or_create_split
@@ -183,21 +187,22 @@ def main() -> None:
     ds = load_dataset(args.dataset)
     fs = build_features(ds, load_or_create_split(ds))
     truth = GroundTruth(fs, ds.dir.root)
-    before = fs.time_of("test")
+    before = fs.time_of(args.fold)
     rankers = [
         ("implicit ALS", lambda: ImplicitMF("als").fit(fs, before)),
         ("oracle: true user parameters and item labels", lambda: Oracle(truth)),
         ("plug-in: history shares of true categories x styles", lambda: PlugIn(fs, truth, before)),
         ("plug-in + item quality from popularity", lambda: PlugIn(fs, truth, before, quality=True)),
         ("plug-in + quality + price sensitivity", lambda: PlugIn(fs, truth, before, quality=True, price=True)),
-        ("plug-in + quality, style groups learned from the photos", lambda: PlugIn(fs, with_learned_styles(fs, truth), before, quality=True)),
+        ("plug-in + quality, style groups learned from the photos (k-means)", lambda: PlugIn(fs, with_learned_styles(fs, truth), before, quality=True)),
+        ("plug-in + quality, style groups of the photos' neighbour graph", lambda: PlugIn(fs, with_learned_styles(fs, truth, graph=True), before, quality=True)),
     ]
     if not args.no_train:
         rankers.append(("two-tower, true labels as its only content", lambda: two_tower_on_true_labels(fs, truth)))
     als = None
     print("| ranker | Recall@50 | × ALS | Recall@10 | cold-item Recall@50 |\n| --- | ---: | ---: | ---: | ---: |")
     for name, make in rankers:
-        result = evaluate(make(), fs, EvalConfig())
+        result = evaluate(make(), fs, EvalConfig(fold=args.fold))
         r50 = result["all"]["recall@50"]
         als = als or r50
         cold = result.get("cold_items", {}).get("recall@50", 0.0)

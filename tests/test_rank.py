@@ -231,6 +231,7 @@ def test_pair_features_do_not_peek(tiny_features, query_time):
     assert {
         "style_cos", "style_max_sim", "text_sim", "als_dot", "price_vs_usual", "item_pop_7d", "item_trend", "item_view_to_purchase", "user_days_since_last",
         "ui_views_unbought", "user_style_group_share", "user_affinity", "price_in_category_gap", "item_events_per_day", "item_view_to_click",
+        "user_style_graph_share", "user_graph_affinity",
     } <= set(names)
     np.testing.assert_allclose(full.select(names).to_numpy(), cut.select(names).to_numpy(), rtol=1e-5, atol=1e-6)
     # and the features see the past: a later time does change them
@@ -280,6 +281,28 @@ def test_feature_helpers_by_hand():
     has[-1] = False
     groups = style_groups(style, has, k=4)
     assert groups[-1] == 4 and all(len(set(groups[b * 30 : b * 30 + 29])) == 1 for b in range(4)) and len(set(groups[:-1])) == 4
+
+
+def test_style_graph_groups_follow_the_neighbour_graph_where_k_means_cannot():
+    from sklearn.metrics import adjusted_rand_score
+
+    from recsys.rank.features import style_graph_groups, style_groups
+
+    # two concentric rings: each point's neighbours are on its own ring, but no two round
+    # blobs separate them (k-means cuts both rings in half); one item without a style vector
+    rng = np.random.default_rng(0)
+    angle = rng.uniform(0, 2 * np.pi, 300)
+    radius = np.repeat([1.0, 3.0], 150)
+    rings = np.c_[radius * np.cos(angle), radius * np.sin(angle)] + 0.05 * rng.standard_normal((300, 2))
+    style = np.vstack([np.hstack([rings, 0.01 * rng.standard_normal((300, 6))]), np.zeros((1, 8))]).astype(np.float32)
+    has = np.r_[np.ones(300, bool), False]
+    truth = np.repeat([0, 1], 150)
+    graph = style_graph_groups(style, has, k=2)
+    assert graph[-1] == 2 and adjusted_rand_score(truth, graph[:300]) > 0.95
+    assert adjusted_rand_score(truth, style_groups(style, has, k=2)[:300]) < 0.2
+    # fewer than ten styled items per group asked for: fewer groups; no styled item: all in the last group
+    assert len(np.unique(style_graph_groups(style[:40], np.ones(40, bool), k=24))) <= 4
+    assert (style_graph_groups(style[:5], np.zeros(5, bool), k=24) == 1).all()
 
 
 def test_whitened_style_and_list_life_by_hand():
@@ -340,6 +363,9 @@ def test_style_groups_are_kept_per_feature_set(tiny_features):
     unstyled = dataclasses.replace(fs, items=dataclasses.replace(fs.items, has_style=np.zeros(fs.items.n, bool)))
     assert (ctx.style_cluster(unstyled) == 1).all()  # another feature set: its own groups (no style vector: one group)
     assert ctx.style_cluster(fs) is not groups and (ctx.style_cluster(fs) == groups).all()
+    graph = ctx.style_graph_cluster(fs)
+    assert ctx.style_graph_cluster(fs) is graph and len(np.unique(graph)) > 1
+    assert (ctx.style_graph_cluster(unstyled) == 1).all()
 
 
 def test_bagged_argmax_is_steadier_than_the_argmax_it_averages():

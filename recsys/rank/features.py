@@ -18,7 +18,10 @@ from recsys.features.events import KEY
 from recsys.rank.sources import category_share, recent_events
 
 # the features built from style vectors (an ablation leaves them out)
-STYLE_FEATURES = ("style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "user_style_group_share", "user_affinity", "new_arrivals_score", "new_arrivals_rank")
+STYLE_FEATURES = (
+    "style_knn_score", "style_knn_rank", "style_cos", "style_max_sim", "user_style_group_share", "user_affinity", "user_style_graph_share", "user_graph_affinity",
+    "new_arrivals_score", "new_arrivals_rank",
+)
 # the item's events before the query time: a column of the frame, not a feature (0 marks a new
 # item, whose score the ranker boosts: ranker.fit_new_item_boost)
 ITEM_EVENTS = "item_events"
@@ -37,7 +40,10 @@ class FeatureContext:
     max_sim_history: int = 20
     smoothing: float = 20.0  # pseudo-views of the smoothed view->purchase rate
     style_clusters: int = 32  # k-means groups of the catalogue's style vectors (the user's style shares)
+    style_graph_groups: int = 24  # spectral groups of the style vectors' nearest-neighbour graph (style_graph_groups)
+    style_graph_neighbours: int = 10
     _clusters: tuple | None = field(default=None, repr=False, compare=False)  # (the feature set, its items' style groups)
+    _graph_groups: tuple | None = field(default=None, repr=False, compare=False)  # (the feature set, its items' graph groups)
     # per-time statistics of the whole log (item popularity, user paid price...), kept for the
     # last query time: chunks of users at one time compute them once
     _per_time: dict = field(default_factory=dict, repr=False, compare=False)
@@ -49,6 +55,12 @@ class FeatureContext:
         if self._clusters is None or self._clusters[0] is not fs:
             self._clusters = (fs, style_groups(fs.items.style, fs.items.has_style, self.style_clusters))
         return self._clusters[1]
+
+    def style_graph_cluster(self, fs: FeatureSet) -> np.ndarray:
+        """Each item's group by :func:`style_graph_groups`, computed once per feature set."""
+        if self._graph_groups is None or self._graph_groups[0] is not fs:
+            self._graph_groups = (fs, style_graph_groups(fs.items.style, fs.items.has_style, self.style_graph_groups, self.style_graph_neighbours))
+        return self._graph_groups[1]
 
 
 def whiten(vectors: np.ndarray, dims: int, min_variance: float = 1e-3) -> np.ndarray:
@@ -80,6 +92,42 @@ def style_groups(style: np.ndarray, has_style: np.ndarray, k: int, seed: int = 0
     kmeans = faiss.Kmeans(z.shape[1], k, niter=25, nredo=5, seed=seed, min_points_per_centroid=1)
     kmeans.train(np.ascontiguousarray(z))
     groups[has_style] = kmeans.index.search(np.ascontiguousarray(z), 1)[1][:, 0]
+    return groups
+
+
+def style_graph_groups(style: np.ndarray, has_style: np.ndarray, k: int, neighbours: int = 10, seed: int = 0, dims: int = 32) -> np.ndarray:
+    """Each item's style group by spectral clustering of the graph that links every item to
+    its ``neighbours`` nearest (itself included) in the whitened style space; the items
+    without a style vector form the last group, ``k``.
+
+    Why a graph: a style vector's nearest neighbours mostly share its style (on the StyleMart
+    demo 89 % of the 10 nearest), but a style is not one round blob at the scale of a
+    style, so k-means mixes styles; groups cut along the neighbour graph follow them further.
+    On the demo's validation fold the history-share plug-in over these groups had Recall@10
+    0.054 against 0.045 over k-means' (docs/ranking.md). The eigenvectors are ARPACK's
+    (shift-invert): ~1 s for 10,000 items, ~30 s for 50,000 on one core."""
+    import warnings
+
+    import faiss
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    vectors = style[has_style]
+    k = max(1, min(k, len(vectors) // 10))
+    groups = np.full(len(style), k, np.int64)
+    z = whiten(vectors, dims) if len(vectors) > 1 else np.zeros((len(vectors), 0), np.float32)
+    if not z.shape[1] or k == 1:  # one item, or every vector alike: one group
+        groups[has_style] = 0
+        return groups
+    n, m = len(z), min(neighbours, len(z))
+    index = faiss.IndexFlatL2(z.shape[1])
+    index.add(np.ascontiguousarray(z))
+    _, nearest = index.search(np.ascontiguousarray(z), m)
+    linked = sparse.csr_matrix((np.ones(n * m), (np.repeat(np.arange(n), m), nearest.ravel())), shape=(n, n))
+    with warnings.catch_warnings():  # "graph is not fully connected": its parts become groups of their own
+        warnings.simplefilter("ignore", UserWarning)
+        spectral = SpectralClustering(k, affinity="precomputed", assign_labels="cluster_qr", random_state=seed)
+        groups[has_style] = spectral.fit_predict(0.5 * (linked + linked.T))
     return groups
 
 
@@ -287,13 +335,19 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
         cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
     # smoothed shares as a naive-Bayes affinity: log P(category | user) + log P(style group | user)
-    affinity = np.log(category_share(fs, uniq, time, prior=1.0)[uidx, items.category[i]])
+    category_affinity = np.log(category_share(fs, uniq, time, prior=1.0)[uidx, items.category[i]])
+    affinity = category_affinity
     if with_style:
         groups = ctx.style_cluster(fs)
         style_share = category_share(fs, uniq, time, groups=groups, prior=0.3)[uidx, groups[i]]
         cols["user_style_group_share"] = np.where(items.has_style[i], style_share, np.nan).astype(np.float32)
         affinity = affinity + np.where(items.has_style[i], np.log(style_share), 0.0)
     cols["user_affinity"] = affinity.astype(np.float32)
+    if with_style:  # the same over the groups of the style vectors' neighbour graph
+        graph = ctx.style_graph_cluster(fs)
+        graph_share = category_share(fs, uniq, time, groups=graph, prior=0.3)[uidx, graph[i]]
+        cols["user_style_graph_share"] = np.where(items.has_style[i], graph_share, np.nan).astype(np.float32)
+        cols["user_graph_affinity"] = (category_affinity + np.where(items.has_style[i], np.log(graph_share), 0.0)).astype(np.float32)
 
     # price relative to what the user usually paid (mean price of their purchases before the time)
     stats = time_statistics(fs, time, ctx)
