@@ -21,7 +21,8 @@ own; RSS is sampled every 5 ms while it scores. Runs:
   the speed-up (``--baseline-rev``, extracted with ``git archive``; its own entry set-up),
   on the same users as the half run (the first chunk pays for the per-time statistics: the
   same share of both), and on all users on two processes (the two-process run's ratio is to
-  it); the first chunks' ranked scores are compared too.
+  it); the first chunks' ranked scores are compared too. The baseline must compute every
+  feature the ranker uses: an older revision stops the run, naming the missing features.
 
 The two-tower is trained for ``--epochs`` (default 1, no refit): enough to measure speed,
 not a model whose quality means anything. Usage:
@@ -190,6 +191,9 @@ for s in range(0, len(users), chunk):
     t = time.perf_counter(); per = gen.per_source(batch, cutoff); stages["sources"] += time.perf_counter() - t
     t = time.perf_counter(); union = candidate_union(batch, per); stages["union"] += time.perf_counter() - t
     t = time.perf_counter(); frame = pair_features(fs, union, cutoff, ctx); stages["features"] += time.perf_counter() - t
+    missing = sorted(set(booster.feature_name()) - set(frame.columns))
+    if missing:  # a baseline revision older than one of the ranker's features
+        sys.exit(f"the ranking code scored here does not compute the ranker's feature(s) {missing}; compare with a later --baseline-rev")
     t = time.perf_counter(); pred = rec.predict(frame); stages["predict"] += time.perf_counter() - t
     from recsys.rank.ranker import union_top_k
     t = time.perf_counter(); items, best = union_top_k(batch, frame["u"].to_numpy(), frame["i"].to_numpy(), pred, k); stages["top-k"] += time.perf_counter() - t
@@ -223,7 +227,7 @@ def run(root: Path, folder: Path, ranker_file: str, users: int, chunk: int, k: i
     for proc in procs:
         stdout, stderr = proc.communicate()
         if proc.returncode != 0:
-            raise RuntimeError(f"{mode} run failed:\n{stderr[-3000:]}")
+            raise SystemExit(f"{mode} run{' of ' + str(code) if code else ''} failed:\n{stderr[-3000:]}")
         results.append(json.loads(stdout.strip().splitlines()[-1]))
     if world == 1:
         return results[0]
@@ -251,7 +255,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--baseline-chunks", type=int, default=2, help="chunks scored by the dense evaluation path (0: skip)")
     parser.add_argument("--no-two-processes", dest="two_processes", action="store_false", help="skip the run of all users on two processes")
-    parser.add_argument("--baseline-rev", default="362c703", help="git revision of the ranking code before the latest speed-up (it must compute the ranker's features) ('': skip)")
+    parser.add_argument(
+        "--baseline-rev", default="e8087dd",
+        help="git revision of the ranking code to compare with; it must compute every feature of the ranker (e8087dd, the graph style groups, or later) ('': skip)",
+    )
     args = parser.parse_args()
     import numpy as np
 
