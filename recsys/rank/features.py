@@ -42,8 +42,7 @@ class FeatureContext:
     style_clusters: int = 32  # k-means groups of the catalogue's style vectors (the user's style shares)
     style_graph_groups: int = 24  # spectral groups of the style vectors' nearest-neighbour graph (style_graph_groups)
     style_graph_neighbours: int = 10
-    _clusters: tuple | None = field(default=None, repr=False, compare=False)  # (the feature set, its items' style groups)
-    _graph_groups: tuple | None = field(default=None, repr=False, compare=False)  # (the feature set, its items' graph groups)
+    _groups: dict = field(default_factory=dict, repr=False, compare=False)  # grouping -> (the feature set, its items' groups)
     # per-time statistics of the whole log (item popularity, user paid price...), kept for the
     # last query time: chunks of users at one time compute them once
     _per_time: dict = field(default_factory=dict, repr=False, compare=False)
@@ -52,15 +51,17 @@ class FeatureContext:
         """Each item's style group (k-means over the items with a style vector; the items
         without one form the last group), computed once per feature set: image content
         only, no events."""
-        if self._clusters is None or self._clusters[0] is not fs:
-            self._clusters = (fs, style_groups(fs.items.style, fs.items.has_style, self.style_clusters))
-        return self._clusters[1]
+        return self._kept("k-means", fs, lambda: style_groups(fs.items.style, fs.items.has_style, self.style_clusters))
 
     def style_graph_cluster(self, fs: FeatureSet) -> np.ndarray:
         """Each item's group by :func:`style_graph_groups`, computed once per feature set."""
-        if self._graph_groups is None or self._graph_groups[0] is not fs:
-            self._graph_groups = (fs, style_graph_groups(fs.items.style, fs.items.has_style, self.style_graph_groups, self.style_graph_neighbours))
-        return self._graph_groups[1]
+        return self._kept("graph", fs, lambda: style_graph_groups(fs.items.style, fs.items.has_style, self.style_graph_groups, self.style_graph_neighbours))
+
+    def _kept(self, grouping: str, fs: FeatureSet, compute) -> np.ndarray:
+        kept = self._groups.get(grouping)
+        if kept is None or kept[0] is not fs:
+            kept = self._groups[grouping] = (fs, compute())
+        return kept[1]
 
 
 def whiten(vectors: np.ndarray, dims: int, min_variance: float = 1e-3) -> np.ndarray:
@@ -82,16 +83,26 @@ def style_groups(style: np.ndarray, has_style: np.ndarray, k: int, seed: int = 0
     history-share plug-in over the groups goes from Recall@10 0.040 to 0.052 (docs/ranking.md)."""
     import faiss
 
+    def assign(z: np.ndarray, k: int) -> np.ndarray:
+        kmeans = faiss.Kmeans(z.shape[1], k, niter=25, nredo=5, seed=seed, min_points_per_centroid=1)
+        kmeans.train(z)
+        return kmeans.index.search(z, 1)[1][:, 0]
+
+    return _grouped(style, has_style, k, dims, assign)
+
+
+def _grouped(style: np.ndarray, has_style: np.ndarray, k: int, dims: int, assign) -> np.ndarray:
+    """What every style grouping shares: at most one group per ten items with a style vector,
+    the items without one in the last group (``k``), a single group when nothing tells the
+    vectors apart; ``assign(z, k)`` labels the whitened vectors ``z`` (:func:`whiten`) 0..k-1."""
     vectors = style[has_style]
     k = max(1, min(k, len(vectors) // 10))
     groups = np.full(len(style), k, np.int64)
     z = whiten(vectors, dims) if len(vectors) > 1 else np.zeros((len(vectors), 0), np.float32)
-    if not z.shape[1]:  # one item, or every vector alike: one group
+    if not z.shape[1] or k == 1:  # one item, every vector alike, or one group asked for
         groups[has_style] = 0
         return groups
-    kmeans = faiss.Kmeans(z.shape[1], k, niter=25, nredo=5, seed=seed, min_points_per_centroid=1)
-    kmeans.train(np.ascontiguousarray(z))
-    groups[has_style] = kmeans.index.search(np.ascontiguousarray(z), 1)[1][:, 0]
+    groups[has_style] = assign(np.ascontiguousarray(z), k)
     return groups
 
 
@@ -113,23 +124,18 @@ def style_graph_groups(style: np.ndarray, has_style: np.ndarray, k: int, neighbo
     from scipy import sparse
     from sklearn.cluster import SpectralClustering
 
-    vectors = style[has_style]
-    k = max(1, min(k, len(vectors) // 10))
-    groups = np.full(len(style), k, np.int64)
-    z = whiten(vectors, dims) if len(vectors) > 1 else np.zeros((len(vectors), 0), np.float32)
-    if not z.shape[1] or k == 1:  # one item, or every vector alike: one group
-        groups[has_style] = 0
-        return groups
-    n, m = len(z), min(neighbours, len(z))
-    index = faiss.IndexFlatL2(z.shape[1])
-    index.add(np.ascontiguousarray(z))
-    _, nearest = index.search(np.ascontiguousarray(z), m)
-    linked = sparse.csr_matrix((np.ones(n * m), (np.repeat(np.arange(n), m), nearest.ravel())), shape=(n, n))
-    with warnings.catch_warnings():  # "graph is not fully connected": its parts become groups of their own
-        warnings.simplefilter("ignore", UserWarning)
-        spectral = SpectralClustering(k, affinity="precomputed", eigen_solver="lobpcg", assign_labels="cluster_qr", random_state=seed)
-        groups[has_style] = spectral.fit_predict(0.5 * (linked + linked.T))
-    return groups
+    def assign(z: np.ndarray, k: int) -> np.ndarray:
+        n, m = len(z), min(neighbours, len(z))
+        index = faiss.IndexFlatL2(z.shape[1])
+        index.add(z)
+        _, nearest = index.search(z, m)
+        linked = sparse.csr_matrix((np.ones(n * m), (np.repeat(np.arange(n), m), nearest.ravel())), shape=(n, n))
+        with warnings.catch_warnings():  # "graph is not fully connected": its parts become groups of their own
+            warnings.simplefilter("ignore", UserWarning)
+            spectral = SpectralClustering(k, affinity="precomputed", eigen_solver="lobpcg", assign_labels="cluster_qr", random_state=seed)
+            return spectral.fit_predict(0.5 * (linked + linked.T))
+
+    return _grouped(style, has_style, k, dims, assign)
 
 
 def time_statistics(fs: FeatureSet, time: int, ctx: FeatureContext) -> dict[str, np.ndarray]:
@@ -335,20 +341,18 @@ def pair_features(fs: FeatureSet, union: pl.DataFrame, time: int, ctx: FeatureCo
     if with_style:
         cols["style_max_sim"] = _max_history_similarity(fs, uniq, uidx, i, time, ctx.max_sim_history)
     cols["user_category_share"] = category_share(fs, uniq, time)[uidx, items.category[i]].astype(np.float32)
-    # smoothed shares as a naive-Bayes affinity: log P(category | user) + log P(style group | user)
+    # smoothed shares as a naive-Bayes affinity: log P(category | user) + log P(style group | user),
+    # over the k-means groups and over the neighbour graph's
     category_affinity = np.log(category_share(fs, uniq, time, prior=1.0)[uidx, items.category[i]])
-    affinity = category_affinity
-    if with_style:
-        groups = ctx.style_cluster(fs)
-        style_share = category_share(fs, uniq, time, groups=groups, prior=0.3)[uidx, groups[i]]
-        cols["user_style_group_share"] = np.where(items.has_style[i], style_share, np.nan).astype(np.float32)
-        affinity = affinity + np.where(items.has_style[i], np.log(style_share), 0.0)
-    cols["user_affinity"] = affinity.astype(np.float32)
-    if with_style:  # the same over the groups of the style vectors' neighbour graph
-        graph = ctx.style_graph_cluster(fs)
-        graph_share = category_share(fs, uniq, time, groups=graph, prior=0.3)[uidx, graph[i]]
-        cols["user_style_graph_share"] = np.where(items.has_style[i], graph_share, np.nan).astype(np.float32)
-        cols["user_graph_affinity"] = (category_affinity + np.where(items.has_style[i], np.log(graph_share), 0.0)).astype(np.float32)
+    if not with_style:
+        cols["user_affinity"] = category_affinity.astype(np.float32)
+    else:  # columns in this order: LightGBM samples features by their position
+        for share_name, affinity_name, groups in (
+            ("user_style_group_share", "user_affinity", ctx.style_cluster(fs)), ("user_style_graph_share", "user_graph_affinity", ctx.style_graph_cluster(fs)),
+        ):
+            share = category_share(fs, uniq, time, groups=groups, prior=0.3)[uidx, groups[i]]
+            cols[share_name] = np.where(items.has_style[i], share, np.nan).astype(np.float32)
+            cols[affinity_name] = (category_affinity + np.where(items.has_style[i], np.log(share), 0.0)).astype(np.float32)
 
     # price relative to what the user usually paid (mean price of their purchases before the time)
     stats = time_statistics(fs, time, ctx)
