@@ -355,17 +355,32 @@ def test_new_item_boost_lifts_new_items_only_when_validation_says_so():
     assert boost == 0.0
 
 
-def test_style_groups_are_kept_per_feature_set(tiny_features):
+def test_style_groups_are_kept_per_catalogue(tiny_features, monkeypatch):
+    import recsys.rank.features as features
+
     fs = tiny_features
     ctx = FeatureContext(np.full(fs.items.n, np.nan))
     groups = ctx.style_cluster(fs)
     assert ctx.style_cluster(fs) is groups and len(np.unique(groups)) > 1  # computed once
     unstyled = dataclasses.replace(fs, items=dataclasses.replace(fs.items, has_style=np.zeros(fs.items.n, bool)))
-    assert (ctx.style_cluster(unstyled) == 1).all()  # another feature set: its own groups (no style vector: one group)
-    assert ctx.style_cluster(fs) is not groups and (ctx.style_cluster(fs) == groups).all()
+    assert (ctx.style_cluster(unstyled) == 1).all()  # another item table: its own groups (no style vector: one group)
+    assert ctx.style_cluster(fs) is groups
     graph = ctx.style_graph_cluster(fs)
     assert ctx.style_graph_cluster(fs) is graph and len(np.unique(graph)) > 1
     assert (ctx.style_graph_cluster(unstyled) == 1).all()
+    # every context over the same catalogue shares them (a run builds one per two-tower); other settings are other groups
+    calls = []
+    monkeypatch.setattr(features, "style_graph_groups", lambda *a, **k: calls.append(a) or np.zeros(fs.items.n, np.int64))
+    other = FeatureContext(np.zeros(fs.items.n), als=object())
+    assert other.style_graph_cluster(fs) is graph and other.style_cluster(fs) is groups and not calls
+    assert (FeatureContext(other.prices, style_graph_groups=5).style_graph_cluster(fs) == 0).all() and len(calls) == 1
+    # the table gone, its groups go too
+    kept = len(features._KEPT_FOR_ITEMS)
+    del unstyled
+    import gc
+
+    gc.collect()
+    assert len(features._KEPT_FOR_ITEMS) == kept - 1
 
 
 def test_bagged_argmax_is_steadier_than_the_argmax_it_averages():

@@ -7,6 +7,7 @@ repeating each pair over its user's history items, in chunks).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,26 +43,41 @@ class FeatureContext:
     style_clusters: int = 32  # k-means groups of the catalogue's style vectors (the user's style shares)
     style_graph_groups: int = 24  # spectral groups of the style vectors' nearest-neighbour graph (style_graph_groups)
     style_graph_neighbours: int = 10
-    _groups: dict = field(default_factory=dict, repr=False, compare=False)  # grouping -> (the feature set, its items' groups)
     # per-time statistics of the whole log (item popularity, user paid price...), kept for the
     # last query time: chunks of users at one time compute them once
     _per_time: dict = field(default_factory=dict, repr=False, compare=False)
 
     def style_cluster(self, fs: FeatureSet) -> np.ndarray:
         """Each item's style group (k-means over the items with a style vector; the items
-        without one form the last group), computed once per feature set: image content
-        only, no events."""
-        return self._kept("k-means", fs, lambda: style_groups(fs.items.style, fs.items.has_style, self.style_clusters))
+        without one form the last group): image content only, no events, so computed once
+        per catalogue (:func:`kept_for_items`)."""
+        return kept_for_items(fs.items, ("k-means", self.style_clusters), lambda: style_groups(fs.items.style, fs.items.has_style, self.style_clusters))
 
     def style_graph_cluster(self, fs: FeatureSet) -> np.ndarray:
-        """Each item's group by :func:`style_graph_groups`, computed once per feature set."""
-        return self._kept("graph", fs, lambda: style_graph_groups(fs.items.style, fs.items.has_style, self.style_graph_groups, self.style_graph_neighbours))
+        """Each item's group by :func:`style_graph_groups`, computed once per catalogue."""
+        return kept_for_items(
+            fs.items, ("graph", self.style_graph_groups, self.style_graph_neighbours),
+            lambda: style_graph_groups(fs.items.style, fs.items.has_style, self.style_graph_groups, self.style_graph_neighbours),
+        )
 
-    def _kept(self, grouping: str, fs: FeatureSet, compute) -> np.ndarray:
-        kept = self._groups.get(grouping)
-        if kept is None or kept[0] is not fs:
-            kept = self._groups[grouping] = (fs, compute())
-        return kept[1]
+
+# id(item table) -> (grouping, its settings) -> each item's group: see kept_for_items
+_KEPT_FOR_ITEMS: dict[int, dict[tuple, np.ndarray]] = {}
+
+
+def kept_for_items(items, key: tuple, compute) -> np.ndarray:
+    """``compute()``, once per item table and ``key`` for as long as the table lives.
+
+    Why: the style groups depend on the catalogue's photos only, and a ranking run builds a
+    feature context per two-tower (the served one's, the training windows', each
+    ablation's) over the same catalogue; at ~100,000 items the graph groups cost ~25 s each."""
+    kept = _KEPT_FOR_ITEMS.get(id(items))
+    if kept is None:
+        kept = _KEPT_FOR_ITEMS[id(items)] = {}
+        weakref.finalize(items, _KEPT_FOR_ITEMS.pop, id(items), None)  # a later table may reuse the id
+    if key not in kept:
+        kept[key] = compute()
+    return kept[key]
 
 
 def whiten(vectors: np.ndarray, dims: int, min_variance: float = 1e-3) -> np.ndarray:
