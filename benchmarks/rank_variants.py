@@ -81,7 +81,7 @@ def parse_variant(text: str) -> Variant:
         raise ValueError("a variant needs a name before ':'")
     settings: dict = {}
     exclude: tuple[str, ...] = ()
-    for item in filter(None, (s.strip() for s in rest.split(","))):
+    for item in filter(None, (s.strip() for s in top_level_split(rest))):
         key, sep, value = (p.strip() for p in item.partition("="))
         if not sep or not key:
             raise ValueError(f"{item!r}: expected KEY=VALUE")
@@ -90,9 +90,23 @@ def parse_variant(text: str) -> Variant:
             continue
         if key not in TRAINING_SETTINGS:
             raise ValueError(f"{key!r} is not a setting only the ranker's training reads ({', '.join(TRAINING_SETTINGS)}); windows change with it: use rank_quality.py --set")
-        settings[key] = tomllib.loads(f"v = {value}")["v"]
+        try:
+            settings[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{item!r}: not a TOML value ({exc})") from None
     load_rank_config(None, settings)  # a bad value is a RankConfigError (a ValueError) here
     return Variant(name.strip(), settings, exclude)
+
+
+def top_level_split(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at each ``sep`` outside brackets (a TOML array's commas stay)."""
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == sep and depth == 0:
+            parts.append(text[start:at])
+            start = at + 1
+    return [*parts, text[start:]]
 
 
 def code_digest() -> str:

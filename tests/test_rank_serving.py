@@ -76,7 +76,7 @@ def test_a_part_is_scored_in_batches_as_it_would_be_whole(served, monkeypatch):
     assert whole.height == 5 * len(users)
     from polars.testing import assert_frame_equal
 
-    assert_frame_equal(batched, whole, check_exact=False, rtol=1e-6, atol=1e-6)
+    assert_frame_equal(batched, whole, check_exact=False, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def test_a_large_catalogue_is_scored_in_smaller_batches():
