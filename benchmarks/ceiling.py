@@ -14,8 +14,8 @@ script scores, with the project's own evaluation code on the saved split:
 - the same plug-in over the **style groups the ranker learns from the photos**
   (``recsys.rank.features``: k-means of the style vectors, and spectral groups of their
   nearest-neighbour graph) in place of the true styles, and how often a style vector's
-  nearest neighbours share its true style: how much of the true-label plug-in a model
-  that reads photos can reach;
+  nearest neighbours share its true style, and the groups' normalised mutual information
+  with the true styles: how much of the true-label plug-in a model that reads photos can reach;
 - the default **two-tower** model with the true labels (one-hot category + style) in place
   of the style and text vectors: what it reaches when the content is perfectly clean;
 - implicit ALS, for the ratio.
@@ -210,6 +210,10 @@ def main() -> None:
     has = fs.items.has_style
     purity = neighbour_purity(fs.items.style[has], truth.style[has])
     print("\nstyle vectors' nearest neighbours (cosine) with the same true style: " + ", ".join(f"{k}-NN {v:.3f}" for k, v in purity.items()))
+    from sklearn.metrics import normalized_mutual_info_score
+
+    nmi = {name: normalized_mutual_info_score(truth.style[has], with_learned_styles(fs, truth, graph).style[has]) for name, graph in (("k-means", False), ("neighbour graph", True))}
+    print("learned style groups' NMI with the true styles: " + ", ".join(f"{name} {v:.2f}" for name, v in nmi.items()))
 
 
 if __name__ == "__main__":

@@ -173,7 +173,8 @@ gen.at(cutoff)  # every source fitted on the events before the cutoff (once per 
 fit_s = time.perf_counter() - t
 from recsys.rank.features import time_statistics
 t = time.perf_counter()
-ctx.style_cluster(fs), ctx.style_graph_cluster(fs)  # the catalogue's style groups (once per catalogue)
+for grouping in ("style_cluster", "style_graph_cluster"):  # the catalogue's style groups (once per catalogue); an older baseline may lack one
+    getattr(ctx, grouping, lambda fs: None)(fs)
 time_statistics(fs, cutoff, ctx)  # the log's statistics at the cutoff (once per time)
 once_s = time.perf_counter() - t
 users = np.arange(min(n_users, fs.n_users))

@@ -275,7 +275,10 @@ def main() -> None:
     parser.add_argument("--report", default=None, metavar="JSON", help="print the tables of the rankers an earlier run wrote (--out), and stop")
     args = parser.parse_args()
     if args.report:
-        rows = json.loads(Path(args.report).read_text())
+        try:
+            rows = json.loads(Path(args.report).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--report {args.report}: {exc}")
         names = list(dict.fromkeys(r["variant"] for r in rows))
         print(summary(rows, [Variant(n, {}) for n in names]))
         return
@@ -289,8 +292,13 @@ def main() -> None:
         parser.error("--variant: two variants share a name")
     cache = Path(args.cache) if args.cache else None
     rows: list[dict] = []
+    from data.dataset import DatasetError
+
     for seed in args.seeds:
-        parts = build_windows(seed, args.dataset, cache)
+        try:
+            parts = build_windows(seed, args.dataset, cache)
+        except DatasetError as exc:
+            parser.error(str(exc))
         for v in variants:
             for r in range(args.rankers):
                 row = one_ranker(parts, v, seed, r)

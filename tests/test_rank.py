@@ -373,7 +373,7 @@ def test_style_groups_are_kept_per_catalogue(tiny_features, monkeypatch):
     monkeypatch.setattr(features, "style_graph_groups", lambda *a, **k: calls.append(a) or np.zeros(fs.items.n, np.int64))
     other = FeatureContext(np.zeros(fs.items.n), als=object())
     assert other.style_graph_cluster(fs) is graph and other.style_cluster(fs) is groups and not calls
-    assert (FeatureContext(other.prices, style_graph_groups=5).style_graph_cluster(fs) == 0).all() and len(calls) == 1
+    assert (FeatureContext(other.prices, style_graph_groups=5).style_graph_cluster(unstyled) == 0).all() and len(calls) == 1
     # the table gone, its groups go too
     kept = len(features._KEPT_FOR_ITEMS)
     del unstyled
